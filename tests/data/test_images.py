@@ -84,9 +84,7 @@ def write_cifar_dir(root: Path, n_per_batch: int = 4) -> Path:
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No $DLSCIENCE_DATA and no system folders unless a test sets them."""
     monkeypatch.delenv("DLSCIENCE_DATA", raising=False)
-    monkeypatch.setattr(
-        images_mod, "_SYSTEM_DIRS", {"fashion-mnist": (), "mnist": (), "cifar10": ()}
-    )
+    monkeypatch.setattr(images_mod, "_SYSTEM_DIRS", {"fashion-mnist": (), "mnist": (), "cifar10": ()})
 
 
 # ----------------------------------------------------------------------------- IDX reader

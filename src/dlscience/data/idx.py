@@ -52,9 +52,7 @@ def _read_idx_cached(path: str, mtime_ns: int, size: int) -> np.ndarray:
     data = _read_bytes(p)
 
     def bad(problem: str) -> DatasetNotFoundError:
-        return DatasetNotFoundError(
-            f"corrupt IDX file {p}: {problem} (delete it and download it again)"
-        )
+        return DatasetNotFoundError(f"corrupt IDX file {p}: {problem} (delete it and download it again)")
 
     if len(data) < 4:
         raise bad(f"only {len(data)} bytes, too short for the 4-byte magic number")

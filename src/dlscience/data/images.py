@@ -80,9 +80,7 @@ _HOW_TO_GET = {
         "install it with `apt-get install dataset-fashion-mnist`, or pass --data-dir with the "
         "IDX files (train-images-idx3-ubyte[.gz] etc.), or pass --download"
     ),
-    "mnist": (
-        "pass --download, or --data-dir with the IDX files (train-images-idx3-ubyte[.gz] etc.)"
-    ),
+    "mnist": ("pass --download, or --data-dir with the IDX files (train-images-idx3-ubyte[.gz] etc.)"),
     "cifar10": "pass --download, or --data-dir containing `cifar-10-batches-py`",
 }
 
@@ -166,9 +164,7 @@ def _candidate_dirs(dataset: str, data_dir: str | os.PathLike[str] | None) -> li
     return dirs
 
 
-def _locate_idx(
-    dataset: str, split: str, data_dir: str | os.PathLike[str] | None
-) -> tuple[Path, Path]:
+def _locate_idx(dataset: str, split: str, data_dir: str | os.PathLike[str] | None) -> tuple[Path, Path]:
     image_name, label_name = _idx_names(split)
     looked = _candidate_dirs(dataset, data_dir)
     for folder in looked:
@@ -213,8 +209,7 @@ def _read_mnist_like(images_path: Path, labels_path: Path) -> tuple[np.ndarray, 
         )
     if labels.shape[0] != images.shape[0]:
         raise DatasetNotFoundError(
-            f"{labels_path} has {labels.shape[0]} labels but {images_path} has "
-            f"{images.shape[0]} images"
+            f"{labels_path} has {labels.shape[0]} labels but {images_path} has {images.shape[0]} images"
         )
     return images[:, None], labels
 
@@ -280,9 +275,7 @@ def _download(dataset: str, data_dir: str | os.PathLike[str] | None) -> Path:
         for train in (True, False):
             cls(root=str(root), train=train, download=True)
     except Exception as e:  # noqa: BLE001 - network / disk errors come in many types
-        raise DatasetNotFoundError(
-            f"downloading {dataset} to {root} failed: {type(e).__name__}: {e}"
-        ) from e
+        raise DatasetNotFoundError(f"downloading {dataset} to {root} failed: {type(e).__name__}: {e}") from e
     return root
 
 
@@ -399,14 +392,10 @@ def load_images(
     (torch.Size([10, 1, 8, 8]), torch.float32)
     """
     if dataset not in DATASETS:
-        raise InputValidationError(
-            f"unknown dataset {dataset!r}; valid names: {', '.join(DATASETS)}"
-        )
+        raise InputValidationError(f"unknown dataset {dataset!r}; valid names: {', '.join(DATASETS)}")
     valid_splits = ("train",) if dataset == "digits" else _SPLITS
     if split not in valid_splits:
-        raise InputValidationError(
-            f"unknown split {split!r} for {dataset}; valid: {', '.join(valid_splits)}"
-        )
+        raise InputValidationError(f"unknown split {split!r} for {dataset}; valid: {', '.join(valid_splits)}")
     if size is not None:
         size = _check_positive_int(size, "size")
     if n is not None:
@@ -465,6 +454,4 @@ def load_images(
         )
         images = images.sub_(1.0).clamp_(-1.0, 1.0).contiguous()
     labels = torch.from_numpy(np.asarray(raw_labels[index], dtype=np.int64).copy())
-    return ImageDataset(
-        images=images, labels=labels, class_names=class_names, name=dataset, source=source
-    )
+    return ImageDataset(images=images, labels=labels, class_names=class_names, name=dataset, source=source)

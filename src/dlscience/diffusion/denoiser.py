@@ -84,9 +84,7 @@ class Denoiser(ABC):
 
     # -- for subclasses -------------------------------------------------------------------------------------
     @abstractmethod
-    def _denoise(
-        self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None
-    ) -> torch.Tensor:
+    def _denoise(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """Compute x0_hat from validated inputs (see the class docstring)."""
 
     def _validate(self, x_t, t, labels):

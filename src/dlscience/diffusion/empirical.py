@@ -14,12 +14,12 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from dlscience.diffusion.denoiser import Denoiser
 from dlscience.diffusion.patch_posterior import DictionaryChunk, merge_identical, posterior_mean
-from dlscience.diffusion.patch_schedule import PatchSchedule, resolve_patch_size
 from dlscience.diffusion.schedule import signal_and_noise
 from dlscience.errors import InputValidationError
 
@@ -27,6 +27,7 @@ __all__ = ["EmpiricalDenoiser", "PatchMatch", "PixelGroups"]
 
 DEFAULT_MEMORY_LIMIT = 2 * 1024**3
 PRECISIONS = ("auto", "float32", "float64")
+BACKENDS = ("auto", "native", "torch")
 AUTO_FLOAT64_THRESHOLD = 2000.0  # (a / sigma^2) * D above which float32 logits may err by > 1e-4 in x0_hat
 
 
@@ -66,11 +67,54 @@ class PixelGroups:
     dict_pos : LongTensor (G, k)
     cacheable : bool
         Whether the dictionary is worth caching (the large interior dictionary of ELS).
+    rect : (qi0, qi1, qj0, qj1), optional
+        Set when the queries are the pixel rectangle rows [qi0, qi1) x cols [qj0, qj1) (row-major) and the
+        dictionary is every interior patch: the case the compiled kernel handles.
     """
 
     query_pos: torch.Tensor
     dict_pos: torch.Tensor
     cacheable: bool = False
+    rect: tuple[int, int, int, int] | None = None
+
+
+def patches_at(x: torch.Tensor, patch_size: int, positions: torch.Tensor, padding: str) -> torch.Tensor:
+    """The P x P patches of ``x`` centred at the given pixels only.
+
+    Parameters
+    ----------
+    x : Tensor (B, C, H, W)
+    patch_size : odd int P
+    positions : LongTensor of any shape S
+        Flattened pixel indices row * W + col.
+    padding : {"zeros", "circular"}
+
+    Returns
+    -------
+    Tensor (B, *S, C * P * P)
+        Flattened patches, channel-major (as :func:`unfold_patches`).
+    """
+    B, C, H, W = x.shape
+    r = patch_size // 2
+    xp = _pad(x, r, padding)
+    Wp = W + 2 * r
+    rows, cols = positions.reshape(-1) // W, positions.reshape(-1) % W
+    d = torch.arange(patch_size)
+    offsets = (d.view(-1, 1) * Wp + d.view(1, -1)).reshape(-1)  # (P*P,)
+    idx = (rows * Wp + cols).view(-1, 1) + offsets  # (k, P*P): window top-left is (row, col) in padded coords
+    patches = xp.reshape(B, C, -1)[:, :, idx]  # (B, C, k, P*P)
+    return patches.permute(0, 2, 1, 3).reshape(B, *positions.shape, C * patch_size * patch_size)
+
+
+def _pad(x: torch.Tensor, r: int, padding: str) -> torch.Tensor:
+    if r == 0:
+        return x
+    if padding == "circular":
+        H, W = x.shape[-2:]
+        rows = torch.arange(-r, H + r) % H
+        cols = torch.arange(-r, W + r) % W
+        return x[:, :, rows][:, :, :, cols]
+    return F.pad(x, (r, r, r, r))
 
 
 def unfold_patches(x: torch.Tensor, patch_size: int, padding: str) -> torch.Tensor:
@@ -91,18 +135,7 @@ def unfold_patches(x: torch.Tensor, patch_size: int, padding: str) -> torch.Tens
     r = patch_size // 2
     if r == 0:
         return x.flatten(2)
-    if padding == "circular":
-        H, W = x.shape[-2:]
-        if r > H or r > W:  # wrap more than once
-            reps = (1, 1, 2 * (r // H) + 3, 2 * (r // W) + 3)
-            big = x.repeat(*reps)
-            oy, ox = (r // H + 1) * H - r, (r // W + 1) * W - r
-            xp = big[..., oy : oy + H + 2 * r, ox : ox + W + 2 * r]
-        else:
-            xp = F.pad(x, (r, r, r, r), mode="circular")
-    else:
-        xp = F.pad(x, (r, r, r, r))
-    return F.unfold(xp, patch_size)
+    return F.unfold(_pad(x, r, padding), patch_size)
 
 
 class EmpiricalDenoiser(Denoiser):
@@ -123,6 +156,10 @@ class EmpiricalDenoiser(Denoiser):
         the calibrated schedules) run in float64.
     memory_limit : int, default 2 GiB
         Bound in bytes on working memory (dictionary chunks, logits blocks and cached dictionaries).
+    backend : {"auto", "native", "torch"}, default "auto"
+        How the all-interior-patch dictionaries of ELS are searched: "native" uses the compiled summed-area
+        kernel (:mod:`dlscience.diffusion.native`, float64, many times faster at large P), "torch" the
+        matrix-multiply path; "auto" takes the kernel when it can be compiled. Results agree to ~1e-6.
 
     Raises
     ------
@@ -138,8 +175,12 @@ class EmpiricalDenoiser(Denoiser):
         num_classes: int | None = None,
         precision: str = "auto",
         memory_limit: int = DEFAULT_MEMORY_LIMIT,
+        backend: str = "auto",
     ):
         name = type(self).__name__
+        if backend not in BACKENDS:
+            raise InputValidationError(f"{name}: backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise InputValidationError(f"{name}: images must be a tensor (N, C, H, W), got {shape}")
@@ -157,9 +198,7 @@ class EmpiricalDenoiser(Denoiser):
                 f"{name}: training images must lie in [-1, 1] (got [{images.min():.3g}, {images.max():.3g}])"
             )
         if precision not in PRECISIONS:
-            raise InputValidationError(
-                f"{name}: precision must be one of {PRECISIONS}, got {precision!r}"
-            )
+            raise InputValidationError(f"{name}: precision must be one of {PRECISIONS}, got {precision!r}")
         if int(memory_limit) < 16 * 1024**2:
             raise InputValidationError(f"{name}: memory_limit={memory_limit} bytes is below 16 MiB")
         self.precision = precision
@@ -197,7 +236,10 @@ class EmpiricalDenoiser(Denoiser):
         Parameters and errors as :meth:`denoise`. Returns a :class:`PatchMatch`.
         """
         x_t, t_vec, labels = self._validate(x_t, t, labels)
-        return self._run(x_t, t_vec, labels, track=True)
+        match = self._run(x_t, t_vec, labels, track=True)
+        match.x0_hat = match.x0_hat.to(x_t.dtype)
+        match.weight = match.weight.to(x_t.dtype)
+        return match
 
     def patch_size_at(self, t: float) -> int | None:
         """Patch size used at time t (None for the ideal denoiser, which compares whole images)."""
@@ -218,9 +260,7 @@ class EmpiricalDenoiser(Denoiser):
             t_val, label = key
             ids = self._class_ids(label)
             if ids.numel() == 0:
-                raise InputValidationError(
-                    f"{type(self).__name__}: class {label} has no training images"
-                )
+                raise InputValidationError(f"{type(self).__name__}: class {label} has no training images")
             a, sigma = signal_and_noise(t_val)
             dtype = self._compute_dtype(a, sigma, t_val)
             x0, s, w = self._posterior(x_t[idx].to(dtype), a, sigma, t_val, ids, label, track)
@@ -267,38 +307,109 @@ class EmpiricalDenoiser(Denoiser):
         ids: torch.Tensor,
         query_padding: str,
         cache_key,
+        track: bool = True,
     ):
         b, C, H, W = x.shape
         HW = H * W
         out = torch.empty(b, C, HW, dtype=x.dtype)
         src = torch.zeros(b, HW, dtype=torch.int64)
         weight = torch.zeros(b, HW, dtype=x.dtype)
-        q_all = unfold_patches(x, patch_size, query_padding)  # (b, D, HW)
-        D = q_all.shape[1]
         for gi, g in enumerate(groups):
             G, nq = g.query_pos.shape
-            queries = q_all[:, :, g.query_pos].permute(2, 0, 3, 1).reshape(G, b * nq, D).contiguous()
+            pos = g.query_pos.reshape(-1)
+            if g.rect is not None and self._use_native():
+                mean, best, best_w = self._native_interior(
+                    x, a, sigma, patch_size, g.rect, ids, query_padding, cache_key, track
+                )
+                out[:, :, pos] = mean.to(x.dtype)
+                src[:, pos], weight[:, pos] = best, best_w.to(x.dtype)
+                continue
+            queries = patches_at(x, patch_size, g.query_pos, query_padding)  # (b, G, nq, D)
+            queries = queries.permute(1, 0, 2, 3).reshape(G, b * nq, -1).contiguous()
             if g.cacheable:
                 chunks = self._cached_dictionary((cache_key, gi), ids, patch_size, g)
             else:
                 chunks = self._dictionary_chunks(ids, patch_size, g, merge=False)
             block = max(1 << 16, min(1 << 20, self.memory_limit // (16 * self._itemsize)))
             res = posterior_mean(queries, chunks, a=a, sigma=sigma, block_elements=block)
-            mean = res.mean.reshape(G, b, nq, C).permute(1, 3, 0, 2).reshape(b, C, G * nq)
-            pos = g.query_pos.reshape(-1)
-            out[:, :, pos] = mean
+            out[:, :, pos] = res.mean.reshape(G, b, nq, C).permute(1, 3, 0, 2).reshape(b, C, G * nq)
             if res.best_source is not None:
                 src[:, pos] = res.best_source.reshape(G, b, nq).permute(1, 0, 2).reshape(b, G * nq)
                 weight[:, pos] = res.best_weight.reshape(G, b, nq).permute(1, 0, 2).reshape(b, G * nq)
         return out.view(b, C, H, W), src, weight
 
+    def _use_native(self) -> bool:
+        if self.backend == "torch":
+            return False
+        from dlscience.diffusion import native
+
+        if native.available():
+            return True
+        if self.backend == "native":
+            raise InputValidationError(
+                "backend='native' was requested but the compiled kernel is unavailable (no C compiler, or "
+                "DLSCIENCE_NATIVE=0); install gcc or use backend='auto'"
+            )
+        return False
+
+    def _native_interior(self, x, a, sigma, patch_size, rect, ids, query_padding, cache_key, track):
+        """All-interior-patch posterior for a rectangle of queries with the compiled kernel (float64)."""
+        from dlscience.diffusion import native
+
+        label = cache_key[1] if cache_key is not None else None
+        blocks_key = ("native-blocks", label)
+        if blocks_key not in self._cache:
+            blocks, block_ids = native.to_blocks(self.images[ids].double().numpy(), ids.numpy())
+            self._cache_put(blocks_key, (blocks, block_ids), blocks.nbytes)
+        blocks, block_ids = self._cache[blocks_key][0]
+        norms_key = ("native-norms", patch_size, label)
+        if norms_key not in self._cache:
+            # ||p||^2 of every interior patch, by top-left corner: (NB, H - P + 1, W - P + 1, LANES)
+            sq = torch.from_numpy(blocks).permute(0, 4, 1, 2, 3).pow(2)  # (NB, L, C, H, W)
+            NB, L, C, H, W = sq.shape
+            norms = F.avg_pool2d(sq.reshape(NB * L, C, H, W), patch_size, stride=1) * patch_size**2
+            norms = norms.sum(1).reshape(NB, L, H - patch_size + 1, W - patch_size + 1)
+            norms = np.ascontiguousarray(norms.permute(0, 2, 3, 1).numpy())
+            self._cache_put(norms_key, norms, norms.nbytes)
+        norms = self._cache[norms_key][0]
+        bias = norms * (-(a * a) / (2 * sigma**2))
+        n_last = ids.numel() - (blocks.shape[0] - 1) * native.LANES
+        bias[-1, :, :, n_last:] = -1e30  # padding lanes never win
+        r = patch_size // 2
+        q = _pad(x.double(), r, query_padding).numpy()
+        mean, _, best, best_w = native.els_interior(
+            q,
+            rect,
+            blocks,
+            bias,
+            block_ids,
+            patch_size,
+            a / sigma**2,
+            track,
+            torch.get_num_threads(),
+        )
+        b, C = x.shape[0], x.shape[1]
+        return (
+            torch.from_numpy(mean).permute(0, 2, 1).reshape(b, C, -1),
+            torch.from_numpy(best),
+            torch.from_numpy(best_w),
+        )
+
+    def _cache_put(self, key, value, size: int) -> None:
+        budget = self.memory_limit // 2
+        while self._cache and self._cache_bytes + size > budget:
+            _, (_, old) = self._cache.popitem(last=False)
+            self._cache_bytes -= old
+        self._cache[key] = (value, size)
+        self._cache_bytes += size
+
     @property
     def _itemsize(self) -> int:
         return 4 if self.dtype == torch.float32 else 8
 
-    def _images_per_chunk(self, D: int, rows_per_image: int) -> int:
-        C, H, W = self.image_shape
-        per_image = (D * H * W + 2 * rows_per_image * (D + C + 3)) * self._itemsize
+    def _images_per_chunk(self, rows_per_image: int, D: int) -> int:
+        C = self.image_shape[0]
+        per_image = 3 * rows_per_image * (D + C + 3) * self._itemsize
         return max(1, (self.memory_limit // 8) // per_image)
 
     def _dictionary_chunks(
@@ -310,18 +421,18 @@ class EmpiricalDenoiser(Denoiser):
         HW = H * W
         G, k = g.dict_pos.shape
         D = C * patch_size * patch_size
-        step = self._images_per_chunk(D, G * k)
+        step = self._images_per_chunk(G * k, D)
+        centre_idx = torch.arange(C) * patch_size * patch_size + (patch_size * patch_size) // 2
         for start in range(0, ids.numel(), step):
             chunk_ids = ids[start : start + step]
             imgs = self.images[chunk_ids]
             n = imgs.shape[0]
-            patches = unfold_patches(imgs, patch_size, "zeros")[:, :, g.dict_pos]  # (n, D, G, k)
-            patches = patches.permute(2, 0, 3, 1).reshape(G, n * k, D)
-            centres = imgs.flatten(2)[:, :, g.dict_pos].permute(2, 0, 3, 1).reshape(G, n * k, C)
+            patches = patches_at(imgs, patch_size, g.dict_pos, "zeros")  # (n, G, k, D)
+            patches = patches.permute(1, 0, 2, 3).reshape(G, n * k, D)
+            centres = patches[:, :, centre_idx]
             sources = (chunk_ids.view(1, n, 1) * HW + g.dict_pos.view(G, 1, k)).reshape(G, n * k)
             if merge and G == 1 and _worth_merging(patches[0]):
                 p, lc, s = merge_identical(patches[0].contiguous(), sources[0])
-                centre_idx = torch.arange(C) * patch_size * patch_size + (patch_size * patch_size) // 2
                 yield DictionaryChunk(
                     p[None], p[:, centre_idx][None], (p * p).sum(-1)[None], lc[None], s[None]
                 )
@@ -343,12 +454,7 @@ class EmpiricalDenoiser(Denoiser):
             return self._dictionary_chunks(ids, patch_size, g, merge=True)
         chunks = list(self._dictionary_chunks(ids, patch_size, g, merge=True))
         size = sum(c.patches.numel() + c.centres.numel() + 3 * c.sq_norms.numel() for c in chunks)
-        size *= self._itemsize
-        while self._cache and self._cache_bytes + size > budget:
-            _, (_, old) = self._cache.popitem(last=False)
-            self._cache_bytes -= old
-        self._cache[key] = (chunks, size)
-        self._cache_bytes += size
+        self._cache_put(key, chunks, size * self._itemsize)
         return chunks
 
 

@@ -49,7 +49,7 @@ class ELSDenoiser(EmpiricalDenoiser):
         The padding of the network the machine models: "zeros" gives the boundary-broken ELS.
     labels : LongTensor (N,), optional
         Makes the machine class-conditional (dictionary restricted to the label's images).
-    num_classes, precision, memory_limit
+    num_classes, precision, memory_limit, backend
         As :class:`~dlscience.diffusion.empirical.EmpiricalDenoiser`.
 
     Raises
@@ -74,14 +74,18 @@ class ELSDenoiser(EmpiricalDenoiser):
         num_classes: int | None = None,
         precision: str = "auto",
         memory_limit: int = DEFAULT_MEMORY_LIMIT,
+        backend: str = "auto",
     ):
         super().__init__(
-            images, labels, num_classes=num_classes, precision=precision, memory_limit=memory_limit
+            images,
+            labels,
+            num_classes=num_classes,
+            precision=precision,
+            memory_limit=memory_limit,
+            backend=backend,
         )
         if padding not in PADDINGS:
-            raise InputValidationError(
-                f"ELSDenoiser: padding must be one of {PADDINGS}, got {padding!r}"
-            )
+            raise InputValidationError(f"ELSDenoiser: padding must be one of {PADDINGS}, got {padding!r}")
         self.padding = padding
         _, H, W = self.image_shape
         limit = min(H, W) if padding == "circular" else 2 * max(H, W) - 1
@@ -95,13 +99,15 @@ class ELSDenoiser(EmpiricalDenoiser):
         P = self.patch_size_at(t)
         _, H, W = self.image_shape
         if self.padding == "circular":
-            groups = [PixelGroups(torch.arange(H * W).view(1, -1), interior_positions(H, W, P), True)]
+            groups = [
+                PixelGroups(torch.arange(H * W).view(1, -1), interior_positions(H, W, P), True, (0, H, 0, W))
+            ]
         elif P >= min(H, W):
             groups = local_groups(H, W)
         else:
             groups = boundary_broken_groups(H, W, P)
         return self._patch_posterior(
-            x, a, sigma, P, groups, ids, self.padding, cache_key=(P, label)
+            x, a, sigma, P, groups, ids, self.padding, cache_key=(P, label), track=track
         )
 
 
@@ -123,7 +129,8 @@ def boundary_broken_groups(H: int, W: int, P: int) -> list[PixelGroups]:
         border), and the corners (one singleton group per pixel), where r = P // 2.
     """
     r = P // 2
-    groups = [PixelGroups(interior_positions(H, W, P), interior_positions(H, W, P), True)]
+    interior = interior_positions(H, W, P)
+    groups = [PixelGroups(interior, interior, True, (r, H - r, r, W - r))]
     if r == 0:
         return groups
     inner_cols = torch.arange(r, W - r)

@@ -28,7 +28,7 @@ class IdealDenoiser(EmpiricalDenoiser):
         Training images.
     labels : LongTensor (N,), optional
         Makes the denoiser class-conditional (restricts the sum to the label's images).
-    num_classes, precision, memory_limit
+    num_classes, precision, memory_limit, backend
         As :class:`~dlscience.diffusion.empirical.EmpiricalDenoiser`.
 
     Examples
@@ -45,9 +45,15 @@ class IdealDenoiser(EmpiricalDenoiser):
         num_classes: int | None = None,
         precision: str = "auto",
         memory_limit: int = DEFAULT_MEMORY_LIMIT,
+        backend: str = "auto",
     ):
         super().__init__(
-            images, labels, num_classes=num_classes, precision=precision, memory_limit=memory_limit
+            images,
+            labels,
+            num_classes=num_classes,
+            precision=precision,
+            memory_limit=memory_limit,
+            backend=backend,
         )
 
     def _posterior(self, x, a, sigma, t, ids, label, track):

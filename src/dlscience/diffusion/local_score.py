@@ -34,7 +34,7 @@ class LocalDenoiser(EmpiricalDenoiser):
         2 * max(H, W) - 1.
     labels : LongTensor (N,), optional
         Makes the machine class-conditional.
-    num_classes, precision, memory_limit
+    num_classes, precision, memory_limit, backend
         As :class:`~dlscience.diffusion.empirical.EmpiricalDenoiser`.
 
     Raises
@@ -52,9 +52,15 @@ class LocalDenoiser(EmpiricalDenoiser):
         num_classes: int | None = None,
         precision: str = "auto",
         memory_limit: int = DEFAULT_MEMORY_LIMIT,
+        backend: str = "auto",
     ):
         super().__init__(
-            images, labels, num_classes=num_classes, precision=precision, memory_limit=memory_limit
+            images,
+            labels,
+            num_classes=num_classes,
+            precision=precision,
+            memory_limit=memory_limit,
+            backend=backend,
         )
         _, H, W = self.image_shape
         self.schedule = resolve_patch_size(patch_size, max_size=2 * max(H, W) - 1)
@@ -67,7 +73,7 @@ class LocalDenoiser(EmpiricalDenoiser):
         P = self.patch_size_at(t)
         _, H, W = self.image_shape
         return self._patch_posterior(
-            x, a, sigma, P, local_groups(H, W), ids, "zeros", cache_key=None
+            x, a, sigma, P, local_groups(H, W), ids, "zeros", cache_key=None, track=track
         )
 
 

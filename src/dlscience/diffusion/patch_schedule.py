@@ -66,9 +66,7 @@ class PatchSchedule:
     def __post_init__(self):
         if len(self.sizes) == 0:
             raise InputValidationError("a patch-size schedule needs at least one size")
-        object.__setattr__(
-            self, "sizes", tuple(_check_odd(p, f"schedule {self.name!r}") for p in self.sizes)
-        )
+        object.__setattr__(self, "sizes", tuple(_check_odd(p, f"schedule {self.name!r}") for p in self.sizes))
 
     def index(self, t: float) -> int:
         """Entry used at time t in (0, 1]: the nearest grid point at or above t, plus ``offset``, clipped."""
@@ -112,7 +110,7 @@ class PatchSchedule:
         sizes = data.get("sizes") if isinstance(data, dict) else data
         if not isinstance(sizes, list):
             raise InputValidationError(
-                f"schedule file {path} must hold a list of odd sizes or {{\"sizes\": [...]}}"
+                f'schedule file {path} must hold a list of odd sizes or {{"sizes": [...]}}'
             )
         return cls(tuple(sizes), offset=offset, name=str(path))
 
@@ -157,7 +155,7 @@ def resolve_patch_size(
         schedule = PatchSchedule.constant(_check_odd(patch_size, "patch_size"))
     if max_size is not None and schedule.max_size > max_size:
         raise InputValidationError(
-            f"patch size {schedule.max_size} is too large for these images: the largest useful size is "
-            f"{max_size} (2 * image side - 1); choose a smaller odd size"
+            f"patch size {schedule.max_size} is too large for these images: the largest allowed "
+            f"size for this machine is {max_size}; choose a smaller odd size"
         )
     return schedule

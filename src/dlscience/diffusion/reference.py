@@ -20,7 +20,10 @@ __all__ = ["reference_ideal", "reference_local", "reference_els", "dictionary_po
 def _softmax_mean(q: torch.Tensor, patches: torch.Tensor, centres: torch.Tensor, a, sigma, chunk=200_000):
     """Dense softmax_p(-|q - a p|^2 / 2 sigma^2)-weighted mean of centres; q (B, D), patches (M, D)."""
     d2 = torch.cat(
-        [((q[:, None, :] - a * patches[None, s : s + chunk]) ** 2).sum(-1) for s in range(0, len(patches), chunk)],
+        [
+            ((q[:, None, :] - a * patches[None, s : s + chunk]) ** 2).sum(-1)
+            for s in range(0, len(patches), chunk)
+        ],
         dim=1,
     )
     w = torch.softmax(-d2 / (2 * sigma**2), dim=1)
@@ -61,7 +64,7 @@ def _patch(padded: torch.Tensor, u: int, v: int, P: int) -> torch.Tensor:
     return padded[:, :, u : u + P, v : v + P].reshape(padded.shape[0], -1)
 
 
-def _reference_patch_machine(images, x, t, P, kind):
+def _reference_patch_machine(images, x, t, P, kind, pixels=None):
     a, sigma = signal_and_noise(t)
     images, x = images.double(), x.double()
     N, C, H, W = images.shape
@@ -74,22 +77,28 @@ def _reference_patch_machine(images, x, t, P, kind):
         x_pad = x[:, :, rows][:, :, :, cols]
     else:
         x_pad = F.pad(x, (r, r, r, r))
-    out = torch.empty_like(x)
+    out = torch.full_like(x, float("nan"))
     centre = torch.arange(C) * P * P + (P * P) // 2
-    for i in range(H):
-        for j in range(W):
-            pos = dictionary_positions(i, j, H, W, P, kind)
-            patches = torch.cat([_patch(img_pad, u, v, P) for (u, v) in pos], dim=0)
-            q = _patch(x_pad, i, j, P)
-            out[:, :, i, j] = _softmax_mean(q, patches, patches[:, centre], a, sigma)
+    if pixels is None:
+        pixels = [(i, j) for i in range(H) for j in range(W)]
+    for i, j in pixels:
+        pos = dictionary_positions(i, j, H, W, P, kind)
+        patches = torch.cat([_patch(img_pad, u, v, P) for (u, v) in pos], dim=0)
+        q = _patch(x_pad, i, j, P)
+        out[:, :, i, j] = _softmax_mean(q, patches, patches[:, centre], a, sigma)
     return out
 
 
-def reference_local(images: torch.Tensor, x: torch.Tensor, t: float, P: int) -> torch.Tensor:
-    """LS with zero padding: images (N, C, H, W), x (B, C, H, W) -> (B, C, H, W) float64."""
-    return _reference_patch_machine(images, x, t, P, "local")
+def reference_local(images: torch.Tensor, x: torch.Tensor, t: float, P: int, pixels=None) -> torch.Tensor:
+    """LS with zero padding: images (N, C, H, W), x (B, C, H, W) -> (B, C, H, W) float64.
+
+    ``pixels``: optional list of (row, col) to compute (the others are NaN), for timing on large inputs.
+    """
+    return _reference_patch_machine(images, x, t, P, "local", pixels)
 
 
-def reference_els(images: torch.Tensor, x: torch.Tensor, t: float, P: int, padding: str) -> torch.Tensor:
-    """ELS ("circular") or boundary-broken ELS ("zeros"): -> (B, C, H, W) float64."""
-    return _reference_patch_machine(images, x, t, P, padding)
+def reference_els(
+    images: torch.Tensor, x: torch.Tensor, t: float, P: int, padding: str, pixels=None
+) -> torch.Tensor:
+    """ELS ("circular") or boundary-broken ELS ("zeros"): -> (B, C, H, W) float64 (``pixels`` as above)."""
+    return _reference_patch_machine(images, x, t, P, padding, pixels)

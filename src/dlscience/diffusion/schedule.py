@@ -67,7 +67,10 @@ def signal_and_noise(t: float) -> tuple[float, float]:
 
 
 def add_noise(
-    x0: torch.Tensor, t: float, eps: torch.Tensor | None = None, generator: torch.Generator | None = None
+    x0: torch.Tensor,
+    t: float,
+    eps: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Forward process x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps (variance preserving).
 

@@ -1,0 +1,43 @@
+# Set-up and entry points. `make demo` runs the main job, `make test` runs the test suite; both create the
+# virtual environment (.venv) and install what they need on a fresh Debian machine.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+FMNIST := /usr/share/datasets/fashion-mnist
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint bench data venv clean
+
+demo: venv data
+	$(BIN)/dlscience els sample --dataset fashion-mnist --out results/els_sample
+
+test: venv data
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/pytest
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+bench: venv data
+	$(BIN)/python benchmarks/els_speed.py
+
+# Fashion-MNIST from Debian's dataset-fashion-mnist package (IDX files under $(FMNIST)).
+data:
+	@[ -f $(FMNIST)/train-images-idx3-ubyte.gz ] || { \
+	  $(SUDO) apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q dataset-fashion-mnist >/dev/null; }; }
+	@[ -f $(FMNIST)/train-images-idx3-ubyte.gz ] && echo "Fashion-MNIST: $(FMNIST)"
+
+venv: $(VENV)/.installed
+
+# torch==2.13.0 first: pip takes the CPU wheel from this machine's disk; a newer torch would pull a CUDA build.
+$(VENV)/.installed: pyproject.toml
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

@@ -1,0 +1,48 @@
+"""The ``dlscience`` command line: one subcommand per study.
+
+Bad input (a :class:`~dlscience.errors.UserError`) is reported as one line on stderr, with exit status 2 and no
+traceback; an interrupted run exits with status 130 and can be resumed by repeating the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dlscience import __version__
+from dlscience.errors import UserError
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every study's subcommands registered."""
+    from dlscience.diffusion import cli as diffusion_cli
+
+    parser = argparse.ArgumentParser(
+        prog="dlscience",
+        description="Analytic machines from deep-learning theory and the experiments that check them.",
+    )
+    parser.add_argument("--version", action="version", version=f"dlscience {__version__}")
+    sub = parser.add_subparsers(dest="study", metavar="STUDY", required=True)
+    diffusion_cli.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as exc:
+        print(f"dlscience: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dlscience: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""Compiled kernels of the ELS machine, built on first use with the system C compiler.
+
+:func:`els_interior` wraps ``els_kernel.c`` (the summed-area ELS kernel; see the C file's header for the
+algorithm). The shared library is compiled once per source version and CPU instruction set into
+``$DLSCIENCE_CACHE`` (default ``~/.cache/dlscience``) with ``cc -O3 -fopenmp`` (plus ``-mavx2 -mfma`` when the
+CPU has them) and loaded with :mod:`ctypes`. When no compiler is available, or ``DLSCIENCE_NATIVE=0`` is set,
+:func:`available` is False and the machines use their pure-torch path, which gives the same results.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["available", "els_interior", "LANES", "isa"]
+
+LANES = 8  # training images per SIMD block, as in els_kernel.c
+_SOURCE = Path(__file__).with_name("els_kernel.c")
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+@lru_cache(maxsize=1)
+def _library() -> ctypes.CDLL | None:
+    if os.environ.get("DLSCIENCE_NATIVE", "1") == "0":
+        return None
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    flags = ["-O3", "-fPIC", "-shared", "-fopenmp"]
+    if {"avx2", "fma"} <= _cpu_flags():
+        flags += ["-mavx2", "-mfma"]
+    source = _SOURCE.read_bytes()
+    key = hashlib.sha256(source + " ".join(flags).encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("DLSCIENCE_CACHE", Path.home() / ".cache" / "dlscience")) / "native"
+    lib_path = cache / f"els_kernel-{key}.so"
+    if not lib_path.exists():
+        tmp = None
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".els_kernel-", suffix=".so", dir=cache)
+            os.close(fd)
+            subprocess.run(
+                [compiler, *flags, str(_SOURCE), "-o", tmp, "-lm"],
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+            os.replace(tmp, lib_path)
+        except (OSError, subprocess.SubprocessError) as exc:
+            if tmp:
+                Path(tmp).unlink(missing_ok=True)
+            warnings.warn(
+                f"dlscience: could not compile the native ELS kernel ({exc}); using the "
+                "slower pure-torch path",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return None
+    lib = ctypes.CDLL(str(lib_path))
+    d, i, lng = ctypes.POINTER(ctypes.c_double), ctypes.c_int, ctypes.POINTER(ctypes.c_long)
+    lib.els_interior.argtypes = [
+        d,
+        i,
+        i,
+        i,
+        i,
+        i,
+        i,
+        i,
+        i,
+        d,
+        d,
+        lng,
+        i,
+        i,
+        i,
+        i,
+        ctypes.c_double,
+        d,
+        d,
+        lng,
+        d,
+        i,
+        i,
+    ]
+    lib.els_interior.restype = i
+    lib.els_kernel_isa.restype = ctypes.c_char_p
+    return lib
+
+
+def available() -> bool:
+    """True when the compiled kernel can be used (compiling it on the first call)."""
+    return _library() is not None
+
+
+def isa() -> str:
+    """Instruction set the kernel was compiled for ("avx2" or "generic"); "none" when unavailable."""
+    lib = _library()
+    return "none" if lib is None else lib.els_kernel_isa().decode()
+
+
+def _ptr(a: np.ndarray, kind):
+    return a.ctypes.data_as(ctypes.POINTER(kind))
+
+
+def els_interior(
+    q: np.ndarray,
+    rect: tuple[int, int, int, int],
+    y_blocks: np.ndarray,
+    bias: np.ndarray,
+    ids: np.ndarray,
+    patch_size: int,
+    alpha: float,
+    track: bool,
+    threads: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Posterior mean over all interior patches of the training images, for a rectangle of query pixels.
+
+    Parameters
+    ----------
+    q : float64 array (B, C, H + 2r, W + 2r)
+        Query images padded by r = patch_size // 2 (zeros or circular).
+    rect : (qi0, qi1, qj0, qj1)
+        Query pixel centres: rows [qi0, qi1), columns [qj0, qj1) (unpadded coordinates).
+    y_blocks : float64 array (NB, C, H, W, LANES)
+        Training images, LANES per block (see :func:`to_blocks`).
+    bias : float64 array (NB, H - P + 1, W - P + 1, LANES)
+        -a^2 ||p||^2 / (2 sigma^2) per patch top-left corner; -1e30 for padding lanes.
+    ids : int64 array (NB * LANES,)
+        Global id of the image in each lane (reported for the best patch).
+    patch_size : odd int
+    alpha : float
+        a / sigma^2.
+    track : bool
+        Also return the best patch per query.
+    threads : int
+        OpenMP threads.
+
+    Returns
+    -------
+    mean (B, nq, C), log_normalizer (B, nq), best (B, nq) int64 (= id * H * W + row * W + col of the best
+    patch's centre), best_weight (B, nq); nq = (qi1 - qi0) * (qj1 - qj0), row-major.
+
+    Raises
+    ------
+    RuntimeError
+        If the kernel is unavailable or fails (out of memory).
+    """
+    lib = _library()
+    if lib is None:
+        raise RuntimeError("the native ELS kernel is not available")
+    q = np.ascontiguousarray(q, dtype=np.float64)
+    B, C, Hq, Wq = q.shape
+    NB, _, H, W, lanes = y_blocks.shape
+    assert lanes == LANES and y_blocks.flags.c_contiguous and bias.flags.c_contiguous
+    qi0, qi1, qj0, qj1 = rect
+    nq = (qi1 - qi0) * (qj1 - qj0)
+    mean = np.empty((B, nq, C))
+    logz = np.empty((B, nq))
+    best = np.zeros((B, nq), dtype=np.int64)
+    bestw = np.zeros((B, nq))
+    rc = lib.els_interior(
+        _ptr(q, ctypes.c_double),
+        B,
+        C,
+        Hq,
+        Wq,
+        qi0,
+        qi1,
+        qj0,
+        qj1,
+        _ptr(y_blocks, ctypes.c_double),
+        _ptr(bias, ctypes.c_double),
+        _ptr(ids, ctypes.c_long),
+        NB,
+        H,
+        W,
+        patch_size,
+        float(alpha),
+        _ptr(mean, ctypes.c_double),
+        _ptr(logz, ctypes.c_double),
+        _ptr(best, ctypes.c_long),
+        _ptr(bestw, ctypes.c_double),
+        int(bool(track)),
+        int(threads),
+    )
+    if rc != 0:
+        raise RuntimeError(
+            f"native ELS kernel failed (code {rc}: {'empty problem' if rc == 1 else 'out of memory'})"
+        )
+    return mean, logz, best, bestw
+
+
+def to_blocks(images: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lay out training images (N, C, H, W) as (NB, C, H, W, LANES) float64 blocks, padding the last block
+    with zero images, and extend ``ids`` (N,) to (NB * LANES,) (padding lanes get id 0; their patches get a
+    bias of -1e30, see :func:`patch_bias`)."""
+    N, C, H, W = images.shape
+    NB = -(-N // LANES)
+    padded = np.zeros((NB * LANES, C, H, W), dtype=np.float64)
+    padded[:N] = images
+    blocks = np.ascontiguousarray(padded.reshape(NB, LANES, C, H, W).transpose(0, 2, 3, 4, 1))
+    all_ids = np.zeros(NB * LANES, dtype=np.int64)
+    all_ids[:N] = ids
+    return blocks, all_ids

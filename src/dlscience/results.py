@@ -1,0 +1,99 @@
+"""Writing results without losing anything: every file is written to a temporary name in the destination
+folder and renamed into place when complete (an interrupted run never leaves a half-written file)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["atomic_write", "write_json", "write_npz", "save_figure", "save_torch", "load_torch"]
+
+
+def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], None]) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path`` and rename it to ``path`` when it returns.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination; its folder is created if needed.
+    write : callable
+        Receives a binary file object opened for writing.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _jsonable(x: Any):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.generic,)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    if hasattr(x, "tolist"):  # torch tensors
+        return x.tolist()
+    return x
+
+
+def write_json(path: str | Path, data: dict) -> Path:
+    """Write ``data`` as indented JSON atomically (numpy/torch values and paths are converted)."""
+    text = json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n"
+    return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_npz(path: str | Path, **arrays) -> Path:
+    """Write arrays to a compressed ``.npz`` atomically (torch tensors are converted to numpy)."""
+    arrays = {k: (v.numpy() if hasattr(v, "numpy") else np.asarray(v)) for k, v in arrays.items()}
+    return atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+
+
+def save_figure(path: str | Path, fig) -> Path:
+    """Save a matplotlib figure atomically (format from the suffix) and close it."""
+    import matplotlib.pyplot as plt
+
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    try:
+        return atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=120, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+
+
+def save_torch(path: str | Path, obj) -> Path:
+    """``torch.save`` atomically (for checkpoints)."""
+    import torch
+
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def load_torch(path: str | Path):
+    """Load a checkpoint written by :func:`save_torch` (tensors and plain Python containers only)."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
