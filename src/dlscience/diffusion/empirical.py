@@ -9,6 +9,7 @@ label's images, Sec. 5), grouping a batch by (t, label), patch extraction, the s
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dlscience.diffusion.box_filter import box_sum
 from dlscience.diffusion.denoiser import Denoiser
 from dlscience.diffusion.patch_posterior import DictionaryChunk, merge_identical, posterior_mean
 from dlscience.diffusion.schedule import signal_and_noise
@@ -70,12 +72,16 @@ class PixelGroups:
     rect : (qi0, qi1, qj0, qj1), optional
         Set when the queries are the pixel rectangle rows [qi0, qi1) x cols [qj0, qj1) (row-major) and the
         dictionary is every interior patch: the case the compiled kernel handles.
+    border : {"top", "bottom", "left", "right"}, optional
+        Set for the edge groups of the boundary-broken ELS (G = r rows at distance d = 0..r-1 from that
+        border, each with the inner pixels along it), which the compiled kernel handles as 1-row bands.
     """
 
     query_pos: torch.Tensor
     dict_pos: torch.Tensor
     cacheable: bool = False
     rect: tuple[int, int, int, int] | None = None
+    border: str | None = None
 
 
 def patches_at(x: torch.Tensor, patch_size: int, positions: torch.Tensor, padding: str) -> torch.Tensor:
@@ -317,10 +323,13 @@ class EmpiricalDenoiser(Denoiser):
         for gi, g in enumerate(groups):
             G, nq = g.query_pos.shape
             pos = g.query_pos.reshape(-1)
-            if g.rect is not None and self._use_native():
-                mean, best, best_w = self._native_interior(
-                    x, a, sigma, patch_size, g.rect, ids, query_padding, cache_key, track
-                )
+            if (g.rect is not None or g.border is not None) and self._use_native():
+                if g.rect is not None:
+                    mean, best, best_w = self._native_interior(
+                        x, a, sigma, patch_size, g.rect, ids, query_padding, cache_key, track
+                    )
+                else:
+                    mean, best, best_w = self._native_border(x, a, sigma, patch_size, g.border, ids, track)
                 out[:, :, pos] = mean.to(x.dtype)
                 src[:, pos], weight[:, pos] = best, best_w.to(x.dtype)
                 continue
@@ -337,6 +346,43 @@ class EmpiricalDenoiser(Denoiser):
                 src[:, pos] = res.best_source.reshape(G, b, nq).permute(1, 0, 2).reshape(b, G * nq)
                 weight[:, pos] = res.best_weight.reshape(G, b, nq).permute(1, 0, 2).reshape(b, G * nq)
         return out.view(b, C, H, W), src, weight
+
+    def _local_posterior(self, x, a, sigma, patch_size, ids, pixels: torch.Tensor | None = None):
+        """LS posterior (same-location patches only) for the given pixels, with box sums in float64.
+
+        The cross term sum_window phi * phi_n is a P x P box sum of the product map phi * phi_n
+        (:func:`.box_filter.box_sum`), so the cost is O(N H W) per query whatever P is (Eq. (6)).
+        Returns mean (b, C, npix), best source (b, npix), best weight (b, npix).
+        """
+        b, C, H, W = x.shape
+        HW = H * W
+        pix = torch.arange(HW) if pixels is None else pixels.reshape(-1)
+        npix = pix.numel()
+        alpha, beta = a / sigma**2, a * a / (2 * sigma**2)
+        xd = x.double()
+        run_max = torch.full((b, npix), -math.inf, dtype=torch.float64)
+        acc = torch.zeros(b, npix, C + 1, dtype=torch.float64)
+        best_src = torch.zeros(b, npix, dtype=torch.int64)
+        step = max(1, (self.memory_limit // 16) // (4 * (b + 2) * (H + patch_size) * (W + patch_size) * 8))
+        for start in range(0, ids.numel(), step):
+            chunk_ids = ids[start : start + step]
+            y = self.images[chunk_ids].double()  # (n, C, H, W)
+            n = y.shape[0]
+            norms = box_sum((y * y).sum(1), patch_size).reshape(n, HW)[:, pix]  # (n, npix)
+            cross = box_sum((y[None] * xd[:, None]).sum(2), patch_size).reshape(b, n, HW)[:, :, pix]
+            logits = alpha * cross - beta * norms  # (b, n, npix)
+            cmax, carg = logits.max(dim=1)
+            new_max = torch.maximum(run_max, cmax)
+            w = torch.exp(logits - new_max[:, None, :])
+            centres = torch.cat([y.reshape(n, C, HW)[:, :, pix], torch.ones(n, 1, npix, dtype=torch.float64)], 1)
+            contrib = torch.einsum("bnp,ncp->bpc", w, centres)
+            acc = acc * torch.exp(run_max - new_max)[..., None] + contrib
+            src = chunk_ids[carg] * HW + pix
+            best_src = torch.where(cmax > run_max, src, best_src)
+            run_max = new_max
+        total = acc[..., -1]
+        mean = (acc[..., :-1] / total[..., None]).permute(0, 2, 1)
+        return mean, best_src, 1.0 / total
 
     def _use_native(self) -> bool:
         if self.backend == "torch":
@@ -394,6 +440,57 @@ class EmpiricalDenoiser(Denoiser):
             torch.from_numpy(best),
             torch.from_numpy(best_w),
         )
+
+    def _native_border(self, x, a, sigma, patch_size, border, ids, track):
+        """Edge pixels of the boundary-broken ELS with the compiled kernel.
+
+        The images are turned so that ``border`` is the top one; for each distance d < r from it, the
+        dictionary (zero-padded patches centred on row d, at the inner columns) is the set of all interior
+        patches of the P-row band of the padded images starting at row d, so the interior kernel applies.
+        Returns mean (b, C, r * L), best source (b, r * L), weight (b, r * L), ordered (d, position along the
+        border) as :func:`~dlscience.diffusion.equivariant_local_score.boundary_broken_groups`.
+        """
+        from dlscience.diffusion import native
+
+        P, r = patch_size, patch_size // 2
+        b, C, H, W = x.shape
+        turn = {
+            "top": lambda z: z,
+            "bottom": lambda z: z.flip(-2),
+            "left": lambda z: z.transpose(-1, -2),
+            "right": lambda z: z.transpose(-1, -2).flip(-2),
+        }[border]
+        xo = F.pad(turn(x.double()), (r, r, r, r))
+        yo = F.pad(turn(self.images[ids].double()), (r, r, r, r))
+        Wo = xo.shape[-1] - 2 * r  # side along the border
+        L = Wo - 2 * r
+        means, bests, weights = [], [], []
+        for d in range(r):
+            y_band = yo[:, :, d : d + P, r : Wo + r]  # (N, C, P, Wo)
+            norms = F.avg_pool2d(y_band.pow(2), P, stride=1).sum(1) * P * P  # (N, 1, L)
+            blocks, block_ids = native.to_blocks(y_band.numpy(), ids.numpy())
+            bias = np.zeros((blocks.shape[0] * native.LANES, 1, L))
+            bias[: ids.numel()] = norms.numpy() * (-(a * a) / (2 * sigma**2))
+            bias[ids.numel() :] = -1e30
+            bias = np.ascontiguousarray(bias.reshape(blocks.shape[0], native.LANES, 1, L).transpose(0, 2, 3, 1))
+            q = np.ascontiguousarray(xo[:, :, d : d + P, r : Wo + r].numpy())
+            mean, _, best, best_w = native.els_interior(
+                q, (0, 1, 0, L), blocks, bias, block_ids, P, a / sigma**2, track, torch.get_num_threads()
+            )
+            means.append(torch.from_numpy(mean).permute(0, 2, 1))  # (b, C, L)
+            # decode (image, band column) and turn back to the original orientation
+            best = torch.from_numpy(best)
+            img, col = best // (P * Wo), best % Wo
+            row_o = torch.full_like(col, d)
+            row, col = {
+                "top": (row_o, col),
+                "bottom": (H - 1 - row_o, col),
+                "left": (col, row_o),
+                "right": (col, W - 1 - row_o),
+            }[border]
+            bests.append(img * (H * W) + row * W + col)
+            weights.append(torch.from_numpy(best_w))
+        return torch.cat(means, -1), torch.cat(bests, -1), torch.cat(weights, -1)
 
     def _cache_put(self, key, value, size: int) -> None:
         budget = self.memory_limit // 2

@@ -26,7 +26,6 @@ from collections.abc import Sequence
 import torch
 
 from dlscience.diffusion.empirical import DEFAULT_MEMORY_LIMIT, EmpiricalDenoiser, PixelGroups
-from dlscience.diffusion.local_score import local_groups
 from dlscience.diffusion.patch_schedule import PatchSchedule, resolve_patch_size
 from dlscience.errors import InputValidationError
 
@@ -102,10 +101,21 @@ class ELSDenoiser(EmpiricalDenoiser):
             groups = [
                 PixelGroups(torch.arange(H * W).view(1, -1), interior_positions(H, W, P), True, (0, H, 0, W))
             ]
-        elif P >= min(H, W):
-            groups = local_groups(H, W)
+        elif P >= min(H, W):  # no interior pixels: the zero-padded LS
+            mean, src, weight = self._local_posterior(x, a, sigma, P, ids)
+            return mean.reshape(x.shape).to(x.dtype), src, weight.to(x.dtype)
         else:
             groups = boundary_broken_groups(H, W, P)
+            corners = groups.pop() if P > 1 else None  # corner pixels: co-located patches only, as LS
+            out, src, weight = self._patch_posterior(
+                x, a, sigma, P, groups, ids, self.padding, cache_key=(P, label), track=track
+            )
+            if corners is not None:
+                pos = corners.query_pos.reshape(-1)
+                mean, s, w = self._local_posterior(x, a, sigma, P, ids, pos)
+                out.view(x.shape[0], x.shape[1], -1)[:, :, pos] = mean.to(out.dtype)
+                src[:, pos], weight[:, pos] = s, w.to(weight.dtype)
+            return out, src, weight
         return self._patch_posterior(
             x, a, sigma, P, groups, ids, self.padding, cache_key=(P, label), track=track
         )
@@ -139,8 +149,8 @@ def boundary_broken_groups(H: int, W: int, P: int) -> list[PixelGroups]:
     bottom = torch.stack([(H - 1 - d) * W + inner_cols for d in range(r)])
     left = torch.stack([inner_rows * W + d for d in range(r)])
     right = torch.stack([inner_rows * W + (W - 1 - d) for d in range(r)])
-    for pos in (top, bottom, left, right):
-        groups.append(PixelGroups(pos, pos))
+    for name, pos in zip(("top", "bottom", "left", "right"), (top, bottom, left, right), strict=True):
+        groups.append(PixelGroups(pos, pos, border=name))
     edge_rows = [*range(r), *range(H - r, H)]
     edge_cols = [*range(r), *range(W - r, W)]
     corners = torch.tensor([i * W + j for i in edge_rows for j in edge_cols]).view(-1, 1)

@@ -71,10 +71,8 @@ class LocalDenoiser(EmpiricalDenoiser):
 
     def _posterior(self, x, a, sigma, t, ids, label, track):
         P = self.patch_size_at(t)
-        _, H, W = self.image_shape
-        return self._patch_posterior(
-            x, a, sigma, P, local_groups(H, W), ids, "zeros", cache_key=None, track=track
-        )
+        mean, src, weight = self._local_posterior(x, a, sigma, P, ids)
+        return mean.reshape(x.shape).to(x.dtype), src, weight.to(x.dtype)
 
 
 def local_groups(H: int, W: int) -> list[PixelGroups]:
