@@ -374,7 +374,9 @@ class EmpiricalDenoiser(Denoiser):
             cmax, carg = logits.max(dim=1)
             new_max = torch.maximum(run_max, cmax)
             w = torch.exp(logits - new_max[:, None, :])
-            centres = torch.cat([y.reshape(n, C, HW)[:, :, pix], torch.ones(n, 1, npix, dtype=torch.float64)], 1)
+            centres = torch.cat(
+                [y.reshape(n, C, HW)[:, :, pix], torch.ones(n, 1, npix, dtype=torch.float64)], 1
+            )
             contrib = torch.einsum("bnp,ncp->bpc", w, centres)
             acc = acc * torch.exp(run_max - new_max)[..., None] + contrib
             src = chunk_ids[carg] * HW + pix
@@ -472,7 +474,9 @@ class EmpiricalDenoiser(Denoiser):
             bias = np.zeros((blocks.shape[0] * native.LANES, 1, L))
             bias[: ids.numel()] = norms.numpy() * (-(a * a) / (2 * sigma**2))
             bias[ids.numel() :] = -1e30
-            bias = np.ascontiguousarray(bias.reshape(blocks.shape[0], native.LANES, 1, L).transpose(0, 2, 3, 1))
+            bias = np.ascontiguousarray(
+                bias.reshape(blocks.shape[0], native.LANES, 1, L).transpose(0, 2, 3, 1)
+            )
             q = np.ascontiguousarray(xo[:, :, d : d + P, r : Wo + r].numpy())
             mean, _, best, best_w = native.els_interior(
                 q, (0, 1, 0, L), blocks, bias, block_ids, P, a / sigma**2, track, torch.get_num_threads()

@@ -14,7 +14,7 @@ a convex combination of training-patch centres, so outputs stay in [-1, 1].
   depends on where x is, with r = P // 2:
     - interior pixels (>= r from every border) use all interior patches;
     - pixels within r of exactly one border use the zero-padded training patches at the same distance from the
-      same border, from any position along it;
+      same border, from any position along it where the patch crosses that border only;
     - corner pixels (within r of two borders) use only the co-located patch of each image, as in LS;
     - if P >= min(H, W) the machine is the zero-padded LS.
 """
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import torch
 
-from dlscience.diffusion.empirical import DEFAULT_MEMORY_LIMIT, EmpiricalDenoiser, PixelGroups
+from dlscience.diffusion.empirical import EmpiricalDenoiser, PixelGroups
 from dlscience.diffusion.patch_schedule import PatchSchedule, resolve_patch_size
 from dlscience.errors import InputValidationError
 
@@ -48,8 +48,9 @@ class ELSDenoiser(EmpiricalDenoiser):
         The padding of the network the machine models: "zeros" gives the boundary-broken ELS.
     labels : LongTensor (N,), optional
         Makes the machine class-conditional (dictionary restricted to the label's images).
-    num_classes, precision, memory_limit, backend
-        As :class:`~dlscience.diffusion.empirical.EmpiricalDenoiser`.
+    **options
+        ``num_classes``, ``precision``, ``memory_limit``, ``backend``: see
+        :class:`~dlscience.diffusion.empirical.EmpiricalDenoiser`.
 
     Raises
     ------
@@ -58,9 +59,10 @@ class ELSDenoiser(EmpiricalDenoiser):
 
     Notes
     -----
-    Cost per call: H W x N (H - P + 1)(W - P + 1) pixel-patch pairs per image, as one matrix multiply of
-    C P^2 per pair and a streamed softmax; identical patches are merged exactly (log-count term) and the
-    interior dictionary is cached per (P, class) within ``memory_limit``.
+    Cost per call: about H W x N (H - P + 1)(W - P + 1) pixel-patch pairs per image. The compiled kernel
+    (``backend="native"``, the default when a C compiler is present) does O(1) work per pair whatever P is;
+    the matrix-multiply path (``backend="torch"``) costs 2 C P^2 flops per pair, merges identical patches
+    exactly (log-count term) and caches the interior dictionary per (P, class) within ``memory_limit``.
     """
 
     def __init__(
@@ -69,20 +71,9 @@ class ELSDenoiser(EmpiricalDenoiser):
         patch_size: int | str | Sequence[int] | PatchSchedule,
         padding: str = "zeros",
         labels: torch.Tensor | None = None,
-        *,
-        num_classes: int | None = None,
-        precision: str = "auto",
-        memory_limit: int = DEFAULT_MEMORY_LIMIT,
-        backend: str = "auto",
+        **options,
     ):
-        super().__init__(
-            images,
-            labels,
-            num_classes=num_classes,
-            precision=precision,
-            memory_limit=memory_limit,
-            backend=backend,
-        )
+        super().__init__(images, labels, **options)
         if padding not in PADDINGS:
             raise InputValidationError(f"ELSDenoiser: padding must be one of {PADDINGS}, got {padding!r}")
         self.padding = padding

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from dlscience.diffusion.empirical import DEFAULT_MEMORY_LIMIT, EmpiricalDenoiser
+from dlscience.diffusion.empirical import EmpiricalDenoiser
 from dlscience.diffusion.patch_posterior import DictionaryChunk, posterior_mean
 
 __all__ = ["IdealDenoiser"]
@@ -36,25 +36,6 @@ class IdealDenoiser(EmpiricalDenoiser):
     >>> ds = IdealDenoiser(images)                      # doctest: +SKIP
     >>> x0_hat = ds.denoise(x_t, t=0.5)                 # doctest: +SKIP
     """
-
-    def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        *,
-        num_classes: int | None = None,
-        precision: str = "auto",
-        memory_limit: int = DEFAULT_MEMORY_LIMIT,
-        backend: str = "auto",
-    ):
-        super().__init__(
-            images,
-            labels,
-            num_classes=num_classes,
-            precision=precision,
-            memory_limit=memory_limit,
-            backend=backend,
-        )
 
     def _posterior(self, x, a, sigma, t, ids, label, track):
         b = x.shape[0]

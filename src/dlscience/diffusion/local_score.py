@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from dlscience.diffusion.empirical import DEFAULT_MEMORY_LIMIT, EmpiricalDenoiser, PixelGroups
+from dlscience.diffusion.empirical import EmpiricalDenoiser, PixelGroups
 from dlscience.diffusion.patch_schedule import PatchSchedule, resolve_patch_size
 
 __all__ = ["LocalDenoiser"]
@@ -34,8 +34,9 @@ class LocalDenoiser(EmpiricalDenoiser):
         2 * max(H, W) - 1.
     labels : LongTensor (N,), optional
         Makes the machine class-conditional.
-    num_classes, precision, memory_limit, backend
-        As :class:`~dlscience.diffusion.empirical.EmpiricalDenoiser`.
+    **options
+        ``num_classes``, ``precision``, ``memory_limit``, ``backend``: see
+        :class:`~dlscience.diffusion.empirical.EmpiricalDenoiser`.
 
     Raises
     ------
@@ -48,20 +49,9 @@ class LocalDenoiser(EmpiricalDenoiser):
         images: torch.Tensor,
         patch_size: int | str | Sequence[int] | PatchSchedule,
         labels: torch.Tensor | None = None,
-        *,
-        num_classes: int | None = None,
-        precision: str = "auto",
-        memory_limit: int = DEFAULT_MEMORY_LIMIT,
-        backend: str = "auto",
+        **options,
     ):
-        super().__init__(
-            images,
-            labels,
-            num_classes=num_classes,
-            precision=precision,
-            memory_limit=memory_limit,
-            backend=backend,
-        )
+        super().__init__(images, labels, **options)
         _, H, W = self.image_shape
         self.schedule = resolve_patch_size(patch_size, max_size=2 * max(H, W) - 1)
 

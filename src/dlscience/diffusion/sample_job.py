@@ -309,7 +309,10 @@ def run_sample_job(
     ref = torch.cdist(flat_train[ref_ids].double(), flat_train.double())
     ref[torch.arange(len(ref_ids)), ref_ids] = float("inf")
     train_nn = ref.min(dim=1).values
-    n_sources = [int(torch.unique(prov["image_index"][i]).numel()) for i in range(B)]
+    # background pixels (the dataset's minimum value: the uniform patches there are identical across thousands
+    # of images, so their arg-max source is an arbitrary tie) are left out of the provenance counts and map
+    background = outputs[:, 0] <= float(ds.images.min()) + 1e-3
+    n_sources = [int(torch.unique(prov["image_index"][i][~background[i]]).numel()) for i in range(B)]
 
     write_npz(
         out / "samples.npz",
@@ -365,10 +368,25 @@ def run_sample_job(
     }
     save_figure(
         out / "samples.png",
-        _figure(ds, config, outputs, nn_index, nn_dist, prov, labels, n_sources),
+        _figure(ds, config, outputs, nn_index, nn_dist, prov, labels, n_sources, background),
     )
     write_json(out / "run.json", summary)
     return summary
+
+
+def _provenance_image(prov, i, background):
+    """Colour each pixel by (source image, offset): pixels copied from the same place of the same training
+    image share a colour, so the tiles of the mosaic show; background pixels are black."""
+    from dlscience.plotting import provenance_colors
+
+    img = prov["image_index"][i]
+    H, W = img.shape
+    dy = prov["row"][i] - torch.arange(H).view(-1, 1)
+    dx = prov["col"][i] - torch.arange(W).view(1, -1)
+    key = (img * (4 * H) + dy + 2 * H) * (4 * W) + dx + 2 * W
+    rgb = provenance_colors(key.numpy())
+    rgb[background.numpy()] = 0.0
+    return rgb
 
 
 def _label_name(ds, g) -> str:
@@ -388,20 +406,20 @@ def _progress(total: int, initial: int, enabled: bool):
     )
 
 
-def _figure(ds, config, outputs, nn_index, nn_dist, prov, labels, n_sources):
+def _figure(ds, config, outputs, nn_index, nn_dist, prov, labels, n_sources, background):
     import matplotlib.pyplot as plt
 
-    from dlscience.plotting import provenance_colors, to_display
+    from dlscience.plotting import to_display
 
     B = outputs.shape[0]
     fig, axes = plt.subplots(3, B, figsize=(1.6 * B + 0.6, 5.6), squeeze=False)
-    row_titles = ["sample", "nearest training\nimage", "provenance\n(source image)"]
+    row_titles = ["sample", "nearest training\nimage", "provenance\n(patch mosaic)"]
     for i in range(B):
         name = ds.class_names[labels[i]] if labels else f"seed {config.seed + i}"
         panels = [
             (to_display(outputs[i]), f"{name}\nseed {config.seed + i}"),
             (to_display(ds.images[int(nn_index[i])]), f"L2 = {float(nn_dist[i]):.2f}"),
-            (provenance_colors(prov["image_index"][i].numpy()), f"{n_sources[i]} images"),
+            (_provenance_image(prov, i, background[i]), f"{n_sources[i]} source images"),
         ]
         for r, (img, title) in enumerate(panels):
             ax = axes[r, i]

@@ -214,20 +214,22 @@ int els_interior(const double *q, int B, int C, int Hq, int Wq, int qi0, int qi1
                                     }
                                 }
                             }
-                            vd acc = VSET1(0.0);
-                            VSTORE(pre, acc);
-                            for (int k = 0; k < ncol; k++) {
-                                acc = VADD(acc, VLOAD(colsum + k * LANES));
-                                VSTORE(pre + (k + 1) * LANES, acc);
-                            }
                             const int u0 = i + sy;
                             const double *br = biasb + ((long)u0 * Wd + ja + sx) * LANES;
                             const long qrow = (long)(i - qi0) * nqj + (ja - qj0);
                             double *m = A->m + qrow * LANES;
+                            /* prefix sums of the column sums, then the box sums (logits) of this row */
+                            vd acc = VSET1(0.0);
+                            VSTORE(pre, acc);
+                            for (int k = 0; k < P - 1; k++) {
+                                acc = VADD(acc, VLOAD(colsum + k * LANES));
+                                VSTORE(pre + (k + 1) * LANES, acc);
+                            }
                             vd over = VSET1(NEG);
                             for (int k = 0; k < nj; k++) {
-                                vd box = VSUB(VLOAD(pre + (k + P) * LANES), VLOAD(pre + k * LANES));
-                                vd v = VFMA(valpha, box, VLOAD(br + k * LANES));
+                                acc = VADD(acc, VLOAD(colsum + (k + P - 1) * LANES));
+                                VSTORE(pre + (k + P) * LANES, acc);
+                                vd v = VFMA(valpha, VSUB(acc, VLOAD(pre + k * LANES)), VLOAD(br + k * LANES));
                                 VSTORE(lg + k * LANES, v);
                                 over = VMAX(over, VSUB(v, VLOAD(m + k * LANES)));
                             }
@@ -235,6 +237,7 @@ int els_interior(const double *q, int B, int C, int Hq, int Wq, int qi0, int qi1
                             VSTORE(ov, over);
                             double omax = ov[0];
                             for (int l = 1; l < LANES; l++) omax = ov[l] > omax ? ov[l] : omax;
+                            if (omax < -SKIP) continue; /* the whole row is negligible */
                             if (omax > LAG) { /* move the running maximum where a logit jumped above it */
                                 for (int k = 0; k < nj; k++)
                                     for (int l = 0; l < LANES; l++) {
