@@ -50,6 +50,9 @@ def test_help_lists_every_option(capsys):
         (["--labels", "1,2"], "give one, or one per sample"),
         (["--n-samples", "0"], "--n-samples"),
         (["--n-train", "0"], "n must be a positive integer"),
+        (["--n-train", "5", "--n-samples", "10"], "has no images of class"),
+        (["--steps", "0"], "n_steps"),
+        (["--t-start", "0.33"], "grid point"),
     ],
 )
 def test_bad_input_one_line_no_output(capsys, tmp_path, args, message):
@@ -81,6 +84,38 @@ def test_missing_dataset_says_where_it_looked_and_how_to_get_it(capsys, tmp_path
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "--download" in lines[0] and str(tmp_path / "empty") in lines[0], err
     assert not out.exists()
+
+
+def test_bad_memory_limit_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["els", "sample", "--memory-limit", "lots"])
+    assert exc.value.code == 2
+    assert "cannot read memory size 'lots'" in capsys.readouterr().err
+
+
+def test_output_path_that_is_a_file_gives_one_line(capsys, tmp_path):
+    clash = tmp_path / "file"
+    clash.write_text("not a folder")
+    code, _, err = run_cli(
+        capsys,
+        "els",
+        "sample",
+        "--dataset",
+        "digits",
+        "--n-samples",
+        "1",
+        "--labels",
+        "0",
+        "--schedule",
+        "1",
+        "--steps",
+        "2",
+        "--t-start",
+        "1.0",
+        "--out",
+        str(clash),
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
 
 
 def test_parse_bytes():

@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"dlscience: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # unwritable or clashing output paths, full disk
+        print(f"dlscience: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("dlscience: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

@@ -48,7 +48,7 @@ class Denoiser(ABC):
         x_t : Tensor of shape (B, C, H, W), float32 (or float64)
             Noisy images; (C, H, W) must equal ``self.image_shape``; all values finite.
         t : float or Tensor of shape (B,) or ()
-            Diffusion time in (0, 1], one per sample or shared.
+            Diffusion time in [1e-6, 1], one per sample or shared.
         labels : LongTensor of shape (B,), optional
             Class labels in [0, num_classes); required by a conditional denoiser, refused by an
             unconditional one.
@@ -135,8 +135,10 @@ class Denoiser(ABC):
             t_vec = t_vec.expand(batch)
         if t_vec.numel() != batch:
             raise InputValidationError(f"t has {t_vec.numel()} values for a batch of {batch} images")
-        if not torch.isfinite(t_vec).all() or (t_vec <= 0).any() or (t_vec > 1).any():
-            raise InputValidationError(f"t must lie in (0, 1], got {t_vec.tolist()}")
+        if not torch.isfinite(t_vec).all() or (t_vec < 1e-6).any() or (t_vec > 1).any():
+            raise InputValidationError(
+                f"t must lie in [1e-6, 1] (below 1e-6 the noise level rounds to zero), got {t_vec.tolist()}"
+            )
         return t_vec.contiguous()
 
 

@@ -98,7 +98,7 @@ def patches_at(x: torch.Tensor, patch_size: int, positions: torch.Tensor, paddin
     Returns
     -------
     Tensor (B, *S, C * P * P)
-        Flattened patches, channel-major (as :func:`unfold_patches`).
+        Flattened patches, channel-major: entry c * P * P + dy * P + dx.
     """
     B, C, H, W = x.shape
     r = patch_size // 2
@@ -121,27 +121,6 @@ def _pad(x: torch.Tensor, r: int, padding: str) -> torch.Tensor:
         cols = torch.arange(-r, W + r) % W
         return x[:, :, rows][:, :, :, cols]
     return F.pad(x, (r, r, r, r))
-
-
-def unfold_patches(x: torch.Tensor, patch_size: int, padding: str) -> torch.Tensor:
-    """All P x P patches of ``x`` centred at every pixel.
-
-    Parameters
-    ----------
-    x : Tensor (B, C, H, W)
-    patch_size : odd int P
-    padding : {"zeros", "circular"}
-        How pixels outside the image are filled.
-
-    Returns
-    -------
-    Tensor (B, C * P * P, H * W)
-        Column ``row * W + col`` is the flattened patch centred at (row, col), channel-major.
-    """
-    r = patch_size // 2
-    if r == 0:
-        return x.flatten(2)
-    return F.unfold(_pad(x, r, padding), patch_size)
 
 
 class EmpiricalDenoiser(Denoiser):
@@ -229,7 +208,7 @@ class EmpiricalDenoiser(Denoiser):
             self.labels = labels.to(torch.int64)
             if self.labels.min() < 0:
                 raise InputValidationError(f"{name}: labels must be non-negative")
-            self.num_classes = int(num_classes or int(self.labels.max()) + 1)
+            self.num_classes = int(num_classes) if num_classes is not None else int(self.labels.max()) + 1
             if self.labels.max() >= self.num_classes:
                 raise InputValidationError(f"{name}: a label is >= num_classes={self.num_classes}")
 
@@ -405,24 +384,19 @@ class EmpiricalDenoiser(Denoiser):
         from dlscience.diffusion import native
 
         label = cache_key[1] if cache_key is not None else None
-        blocks_key = ("native-blocks", label)
-        if blocks_key not in self._cache:
-            blocks, block_ids = native.to_blocks(self.images[ids].double().numpy(), ids.numpy())
-            self._cache_put(blocks_key, (blocks, block_ids), blocks.nbytes)
-        blocks, block_ids = self._cache[blocks_key][0]
-        norms_key = ("native-norms", patch_size, label)
-        if norms_key not in self._cache:
-            # ||p||^2 of every interior patch, by top-left corner: (NB, H - P + 1, W - P + 1, LANES)
-            sq = torch.from_numpy(blocks).permute(0, 4, 1, 2, 3).pow(2)  # (NB, L, C, H, W)
+        blocks, block_ids = self._cached(
+            ("native-blocks", label), lambda: native.to_blocks(self.images[ids].double().numpy(), ids.numpy())
+        )
+
+        def patch_norms():
+            # ||p||^2 of every interior patch by top-left corner, image-major: (NB * LANES, H - P + 1, W - P + 1)
+            sq = torch.from_numpy(blocks).permute(0, 4, 1, 2, 3).pow(2)  # (NB, LANES, C, H, W)
             NB, L, C, H, W = sq.shape
             norms = F.avg_pool2d(sq.reshape(NB * L, C, H, W), patch_size, stride=1) * patch_size**2
-            norms = norms.sum(1).reshape(NB, L, H - patch_size + 1, W - patch_size + 1)
-            norms = np.ascontiguousarray(norms.permute(0, 2, 3, 1).numpy())
-            self._cache_put(norms_key, norms, norms.nbytes)
-        norms = self._cache[norms_key][0]
-        bias = norms * (-(a * a) / (2 * sigma**2))
-        n_last = ids.numel() - (blocks.shape[0] - 1) * native.LANES
-        bias[-1, :, :, n_last:] = -1e30  # padding lanes never win
+            return norms.sum(1).numpy()
+
+        norms = self._cached(("native-norms", patch_size, label), patch_norms)
+        bias = native.patch_bias(norms, ids.numel(), a, sigma)
         r = patch_size // 2
         q = _pad(x.double(), r, query_padding).numpy()
         mean, _, best, best_w = native.els_interior(
@@ -462,21 +436,18 @@ class EmpiricalDenoiser(Denoiser):
             "left": lambda z: z.transpose(-1, -2),
             "right": lambda z: z.transpose(-1, -2).flip(-2),
         }[border]
-        xo = F.pad(turn(x.double()), (r, r, r, r))
-        yo = F.pad(turn(self.images[ids].double()), (r, r, r, r))
+        # the bands only reach P rows into the turned image: cut before padding and casting
+        xo = F.pad(turn(x)[..., :P, :].double(), (r, r, r, r))
+        yo = F.pad(turn(self.images[ids])[..., :P, :].double(), (r, r, r, r))
         Wo = xo.shape[-1] - 2 * r  # side along the border
         L = Wo - 2 * r
         means, bests, weights = [], [], []
         for d in range(r):
             y_band = yo[:, :, d : d + P, r : Wo + r]  # (N, C, P, Wo)
-            norms = F.avg_pool2d(y_band.pow(2), P, stride=1).sum(1) * P * P  # (N, 1, L)
             blocks, block_ids = native.to_blocks(y_band.numpy(), ids.numpy())
-            bias = np.zeros((blocks.shape[0] * native.LANES, 1, L))
-            bias[: ids.numel()] = norms.numpy() * (-(a * a) / (2 * sigma**2))
-            bias[ids.numel() :] = -1e30
-            bias = np.ascontiguousarray(
-                bias.reshape(blocks.shape[0], native.LANES, 1, L).transpose(0, 2, 3, 1)
-            )
+            norms = np.zeros((blocks.shape[0] * native.LANES, 1, L))
+            norms[: ids.numel()] = (F.avg_pool2d(y_band.pow(2), P, stride=1).sum(1) * P * P).numpy()
+            bias = native.patch_bias(norms, ids.numel(), a, sigma)
             q = np.ascontiguousarray(xo[:, :, d : d + P, r : Wo + r].numpy())
             mean, _, best, best_w = native.els_interior(
                 q, (0, 1, 0, L), blocks, bias, block_ids, P, a / sigma**2, track, torch.get_num_threads()
@@ -496,8 +467,22 @@ class EmpiricalDenoiser(Denoiser):
             weights.append(torch.from_numpy(best_w))
         return torch.cat(means, -1), torch.cat(bests, -1), torch.cat(weights, -1)
 
+    def _cached(self, key, build):
+        """The cached value for ``key``, built with ``build()`` (numpy arrays or tuples of them) on a miss."""
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key][0]
+        value = build()
+        parts = value if isinstance(value, tuple) else (value,)
+        self._cache_put(key, value, sum(v.nbytes for v in parts))
+        return value
+
     def _cache_put(self, key, value, size: int) -> None:
+        """Keep ``value`` within half of ``memory_limit``, evicting the least recently used entries; an entry
+        larger than that budget is not kept (it is rebuilt when needed)."""
         budget = self.memory_limit // 2
+        if size > budget:
+            return
         while self._cache and self._cache_bytes + size > budget:
             _, (_, old) = self._cache.popitem(last=False)
             self._cache_bytes -= old

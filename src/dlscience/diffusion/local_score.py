@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from dlscience.diffusion.empirical import EmpiricalDenoiser, PixelGroups
+from dlscience.diffusion.empirical import EmpiricalDenoiser
 from dlscience.diffusion.patch_schedule import PatchSchedule, resolve_patch_size
 
 __all__ = ["LocalDenoiser"]
@@ -63,9 +63,3 @@ class LocalDenoiser(EmpiricalDenoiser):
         P = self.patch_size_at(t)
         mean, src, weight = self._local_posterior(x, a, sigma, P, ids)
         return mean.reshape(x.shape).to(x.dtype), src, weight.to(x.dtype)
-
-
-def local_groups(H: int, W: int) -> list[PixelGroups]:
-    """Every pixel is its own group whose dictionary is the co-located patch of each training image."""
-    pos = torch.arange(H * W).view(H * W, 1)
-    return [PixelGroups(pos, pos)]

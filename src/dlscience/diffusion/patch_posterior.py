@@ -91,9 +91,10 @@ class PosteriorMean:
     log_normalizer : Tensor (G, n)
         log sum_p exp(l_p) (the streamed log-sum-exp of the logits).
     best_source : LongTensor (G, n) or None
-        ``sources`` of the arg-max patch (the nearest patch, Theorem 4.1's mosaic tile); None without sources.
+        ``sources`` of the arg-max row (the nearest patch, Theorem 4.1's mosaic tile; with merged rows, the
+        most probable distinct patch, its first occurrence); None without sources.
     best_weight : Tensor (G, n)
-        The arg-max patch's weight W_p (all its merged copies together), in (0, 1].
+        The arg-max row's weight W_p (all its merged copies together), in (0, 1].
     """
 
     mean: torch.Tensor
@@ -175,13 +176,8 @@ def posterior_mean(
         mean=mean,
         log_normalizer=run_max + total.log(),
         best_source=best_src,
-        best_weight=None if acc is None else _best_weight(total),
+        best_weight=1.0 / total,  # the arg-max row has rescaled weight exp(0) = 1
     )
-
-
-def _best_weight(total: torch.Tensor) -> torch.Tensor:
-    # The arg-max entry has rescaled weight exp(0) = 1 (times its count), so its normalised weight is 1 / total.
-    return 1.0 / total
 
 
 def merge_identical(

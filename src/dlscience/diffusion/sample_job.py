@@ -152,15 +152,19 @@ def _validate(config: SampleConfig) -> None:
         raise InputValidationError("--labels was given with --unconditional; drop one of them")
     if config.schedule_offset not in (0, 1):
         raise InputValidationError("--schedule-offset must be 0 or 1")
+    DDIMSampler(config.n_steps, config.t_start)  # validates the grid before any data is read
 
 
-def _fingerprint(config: SampleConfig, n_train: int, data_source: str) -> str:
+def _fingerprint(config: SampleConfig, images: torch.Tensor) -> str:
+    """Hash of everything that determines the outputs: the settings and the training images themselves, so a
+    checkpoint is never resumed on other data."""
     d = asdict(config)
-    d.pop("memory_limit")
-    d.pop("data_dir")
-    d.pop("download")
-    d["n_train_images"] = n_train
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    for key in ("memory_limit", "data_dir", "download"):
+        d.pop(key)
+    h = hashlib.sha256(json.dumps(d, sort_keys=True).encode())
+    h.update(str(tuple(images.shape)).encode())
+    h.update(images.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def run_sample_job(
@@ -212,6 +216,13 @@ def run_sample_job(
                 f"--labels {bad} outside [0, {num_classes}) for {config.dataset} "
                 f"({', '.join(f'{i}={n}' for i, n in enumerate(ds.class_names))})"
             )
+        counts = torch.bincount(ds.labels, minlength=num_classes)
+        empty = sorted({c for c in labels if counts[c] == 0})
+        if empty:
+            raise InputValidationError(
+                f"the training set ({len(ds)} images) has no images of class {empty}; "
+                "use a larger --n-train or other --labels"
+            )
     machine = build_machine(
         config,
         ds.images,
@@ -223,7 +234,7 @@ def run_sample_job(
     C, H, W = machine.image_shape
     seeds = [config.seed + i for i in range(config.n_samples)]
     noise = torch.stack([torch.randn(C, H, W, generator=torch.Generator().manual_seed(s)) for s in seeds])
-    fingerprint = _fingerprint(config, len(ds), ds.source)
+    fingerprint = _fingerprint(config, ds.images)
 
     out = Path(out)
     ckpt_path = out / "checkpoint.pt"
@@ -311,7 +322,7 @@ def run_sample_job(
     train_nn = ref.min(dim=1).values
     # background pixels (the dataset's minimum value: the uniform patches there are identical across thousands
     # of images, so their arg-max source is an arbitrary tie) are left out of the provenance counts and map
-    background = outputs[:, 0] <= float(ds.images.min()) + 1e-3
+    background = (outputs <= float(ds.images.min()) + 1e-3).all(dim=1)
     n_sources = [int(torch.unique(prov["image_index"][i][~background[i]]).numel()) for i in range(B)]
 
     write_npz(

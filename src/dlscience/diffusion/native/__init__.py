@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["available", "els_interior", "LANES", "isa"]
+__all__ = ["available", "els_interior", "isa", "patch_bias", "to_blocks", "LANES"]
 
 LANES = 8  # training images per SIMD block, as in els_kernel.c
 _SOURCE = Path(__file__).with_name("els_kernel.c")
@@ -37,6 +37,32 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
+def _cache_dir() -> Path:
+    env = os.environ.get("DLSCIENCE_CACHE")
+    if env:
+        return Path(env) / "native"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "dlscience" / "native"
+
+
+def _compile(compiler: str, flags: list[str], cache: Path) -> Path:
+    key = hashlib.sha256(_SOURCE.read_bytes() + " ".join([compiler, *flags]).encode()).hexdigest()[:16]
+    lib_path = cache / f"els_kernel-{key}.so"
+    if lib_path.exists():
+        return lib_path
+    cache.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".els_kernel-", suffix=".so", dir=cache)
+    os.close(fd)
+    try:
+        subprocess.run(
+            [compiler, *flags, str(_SOURCE), "-o", tmp, "-lm"], check=True, capture_output=True, timeout=120
+        )
+        os.replace(tmp, lib_path)  # atomic: concurrent builds each write their own temporary file
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return lib_path
+
+
 @lru_cache(maxsize=1)
 def _library() -> ctypes.CDLL | None:
     if os.environ.get("DLSCIENCE_NATIVE", "1") == "0":
@@ -44,66 +70,58 @@ def _library() -> ctypes.CDLL | None:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None
-    flags = ["-O3", "-fPIC", "-shared", "-fopenmp"]
+    flags = ["-O3", "-fPIC", "-shared"]
     if {"avx2", "fma"} <= _cpu_flags():
         flags += ["-mavx2", "-mfma"]
-    source = _SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join(flags).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("DLSCIENCE_CACHE", Path.home() / ".cache" / "dlscience")) / "native"
-    lib_path = cache / f"els_kernel-{key}.so"
-    if not lib_path.exists():
-        tmp = None
-        try:
-            cache.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".els_kernel-", suffix=".so", dir=cache)
-            os.close(fd)
-            subprocess.run(
-                [compiler, *flags, str(_SOURCE), "-o", tmp, "-lm"],
-                check=True,
-                capture_output=True,
-                timeout=120,
-            )
-            os.replace(tmp, lib_path)
-        except (OSError, subprocess.SubprocessError) as exc:
-            if tmp:
-                Path(tmp).unlink(missing_ok=True)
-            warnings.warn(
-                f"dlscience: could not compile the native ELS kernel ({exc}); using the "
-                "slower pure-torch path",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            return None
-    lib = ctypes.CDLL(str(lib_path))
-    d, i, lng = ctypes.POINTER(ctypes.c_double), ctypes.c_int, ctypes.POINTER(ctypes.c_long)
-    lib.els_interior.argtypes = [
-        d,
-        i,
-        i,
-        i,
-        i,
-        i,
-        i,
-        i,
-        i,
-        d,
-        d,
-        lng,
-        i,
-        i,
-        i,
-        i,
-        ctypes.c_double,
-        d,
-        d,
-        lng,
-        d,
-        i,
-        i,
-    ]
-    lib.els_interior.restype = i
-    lib.els_kernel_isa.restype = ctypes.c_char_p
-    return lib
+    errors = []
+    # with OpenMP first, then without (a compiler without OpenMP still gives a single-threaded kernel);
+    # the user cache first, then the system temporary folder (read-only home)
+    for extra in (["-fopenmp"], []):
+        for cache in (_cache_dir(), Path(tempfile.gettempdir()) / "dlscience-native"):
+            try:
+                lib = ctypes.CDLL(str(_compile(compiler, flags + extra, cache)))
+            except subprocess.CalledProcessError as exc:
+                errors.append(exc.stderr.decode(errors="replace")[-300:].strip())
+                break  # the compiler refused these flags: another folder will not help
+            except (OSError, subprocess.SubprocessError) as exc:
+                errors.append(str(exc))
+                continue
+            d, i, lng = ctypes.POINTER(ctypes.c_double), ctypes.c_int, ctypes.POINTER(ctypes.c_int64)
+            lib.els_interior.argtypes = [
+                d,
+                i,
+                i,
+                i,
+                i,
+                i,
+                i,
+                i,
+                i,
+                d,
+                d,
+                lng,
+                i,
+                i,
+                i,
+                i,
+                ctypes.c_double,
+                d,
+                d,
+                lng,
+                d,
+                i,
+                i,
+            ]
+            lib.els_interior.restype = i
+            lib.els_kernel_isa.restype = ctypes.c_char_p
+            return lib
+    warnings.warn(
+        "dlscience: could not build the native ELS kernel, using the slower pure-torch path: "
+        + " | ".join(errors),
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return None
 
 
 def available() -> bool:
@@ -163,6 +181,8 @@ def els_interior(
     ------
     RuntimeError
         If the kernel is unavailable or fails (out of memory).
+    ValueError
+        If the blocks are not laid out by :func:`to_blocks`.
     """
     lib = _library()
     if lib is None:
@@ -170,7 +190,8 @@ def els_interior(
     q = np.ascontiguousarray(q, dtype=np.float64)
     B, C, Hq, Wq = q.shape
     NB, _, H, W, lanes = y_blocks.shape
-    assert lanes == LANES and y_blocks.flags.c_contiguous and bias.flags.c_contiguous
+    if lanes != LANES or not (y_blocks.flags.c_contiguous and bias.flags.c_contiguous):
+        raise ValueError("y_blocks and bias must be C-contiguous blocks of LANES images (see to_blocks)")
     qi0, qi1, qj0, qj1 = rect
     nq = (qi1 - qi0) * (qj1 - qj0)
     mean = np.empty((B, nq, C))
@@ -210,9 +231,20 @@ def els_interior(
 
 
 def to_blocks(images: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Lay out training images (N, C, H, W) as (NB, C, H, W, LANES) float64 blocks, padding the last block
-    with zero images, and extend ``ids`` (N,) to (NB * LANES,) (padding lanes get id 0; their patches get a
-    bias of -1e30, see :func:`patch_bias`)."""
+    """Lay out training images for the kernel.
+
+    Parameters
+    ----------
+    images : float array (N, C, H, W)
+    ids : int64 array (N,)
+        Global image ids (reported as provenance).
+
+    Returns
+    -------
+    blocks : float64 array (NB, C, H, W, LANES), NB = ceil(N / LANES); the last block is padded with zero
+        images, whose patches :func:`patch_bias` excludes.
+    ids : int64 array (NB * LANES,); padding lanes get id 0.
+    """
     N, C, H, W = images.shape
     NB = -(-N // LANES)
     padded = np.zeros((NB * LANES, C, H, W), dtype=np.float64)
@@ -221,3 +253,25 @@ def to_blocks(images: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarr
     all_ids = np.zeros(NB * LANES, dtype=np.int64)
     all_ids[:N] = ids
     return blocks, all_ids
+
+
+def patch_bias(norms: np.ndarray, n_images: int, a: float, sigma: float) -> np.ndarray:
+    """Per-patch logit bias -a^2 ||p||^2 / (2 sigma^2) in block layout, -1e30 on padding lanes.
+
+    Parameters
+    ----------
+    norms : float64 array (NB * LANES, Hd, Wd)
+        ||p||^2 of the patch at each top-left corner, image-major (padding images included).
+    n_images : int
+        Number of real images (the rest are padding lanes, which must never win).
+    a, sigma : float
+        sqrt(alpha_bar) and sqrt(1 - alpha_bar).
+
+    Returns
+    -------
+    float64 array (NB, Hd, Wd, LANES), C-contiguous.
+    """
+    bias = norms * (-(a * a) / (2 * sigma**2))
+    bias[n_images:] = -1e30
+    NB = norms.shape[0] // LANES
+    return np.ascontiguousarray(bias.reshape(NB, LANES, *norms.shape[1:]).transpose(0, 2, 3, 1))

@@ -20,8 +20,8 @@
  *
  * Vectorisation: 8 training images are processed side by side (layout (NB, C, H, W, 8)), two AVX2 registers
  * per (pixel, patch position), with an inlined vector exp (Cody-Waite reduction, degree-10 polynomial,
- * relative error < 3e-13); without AVX2 the same loops run in plain C. Threads (OpenMP)
- * split the image blocks and keep private accumulators, which are merged exactly at the end. Values stay
+ * relative error < 3e-13); without AVX2 the same loops run in plain C. Threads (OpenMP, static
+ * schedule) split the image blocks and keep private accumulators, which are merged exactly at the end. Values stay
  * finite (sentinels instead of infinities).
  */
 #include <math.h>
@@ -155,7 +155,8 @@ int els_interior(const double *q, int B, int C, int Hq, int Wq, int qi0, int qi1
     int failed = accs == NULL;
     for (int t = 0; !failed && t < T * B; t++) failed |= acc_init(&accs[t], nq, C);
 
-#pragma omp parallel num_threads(T) if (!failed)
+    if (!failed)
+#pragma omp parallel num_threads(T)
     {
         int tid = 0;
 #ifdef _OPENMP
@@ -171,7 +172,7 @@ int els_interior(const double *q, int B, int C, int Hq, int Wq, int qi0, int qi1
             failed = 2;
         }
         const vd valpha = VSET1(alpha);
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(static)
         for (int nb = 0; nb < NB; nb++) {
             if (!ok) continue;
             const double *yb = y + (long)nb * C * img;
@@ -285,13 +286,15 @@ int els_interior(const double *q, int B, int C, int Hq, int Wq, int qi0, int qi1
     for (int b = 0; b < B; b++) {
         for (long k = 0; k < nq; k++) {
             double M = NEG, BL = NEG;
-            long BI = 0;
+            long BI = 0x7fffffffffffffffL;
             for (int t = 0; t < T; t++) {
                 const acc_t *A = &accs[t * B + b];
                 for (int l = 0; l < LANES; l++) {
                     const long at = k * LANES + l;
                     if (A->m[at] > M) M = A->m[at];
-                    if (A->bl[at] > BL) { BL = A->bl[at]; BI = A->bi[at]; }
+                    /* ties (identical patches) go to the smallest source id: the result does not depend on
+                       the number of threads */
+                    if (A->bl[at] > BL || (A->bl[at] == BL && A->bi[at] < BI)) { BL = A->bl[at]; BI = A->bi[at]; }
                 }
             }
             double S = 0.0;

@@ -1,0 +1,264 @@
+"""Training the convolutional diffusion networks of the ELS paper (eps-prediction, exact resume).
+
+Kamb & Ganguli 2024, App. C (research note els.md Sec. 4): MSE between the network's output and the noise eps,
+with x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps and t uniform on {0, ..., 999} / 1000; AdamW with
+weight decay 0, learning rate 1e-4 decayed by 0.999965 per step, batch 128 (``preset="paper"``: width 256
+ResNet / 64-128-256 UNet, 300 epochs, meant for a GPU). ``preset="cpu"`` trains a width-64 ResNet or a
+32-64-128 UNet with a larger learning rate, the documented CPU path.
+
+Every ``checkpoint_every`` steps the model, optimiser, learning-rate schedule, step and the data/noise random
+generator are written atomically to ``checkpoint.pt``; running the same command again continues from there and
+reaches exactly the state an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dlscience.data import load_images
+from dlscience.diffusion.networks import ARCHITECTURES, NetworkDenoiser, build_network
+from dlscience.diffusion.schedule import alpha_bar
+from dlscience.errors import InputValidationError, UserError
+from dlscience.results import load_torch, save_torch, write_json
+
+__all__ = ["TrainConfig", "train", "load_network", "PRESETS"]
+
+PRESETS = {
+    "cpu": {"resnet": {"width": 64, "lr": 3e-4}, "unet": {"width": 32, "lr": 3e-4}},
+    "paper": {"resnet": {"width": 256, "lr": 1e-4}, "unet": {"width": 64, "lr": 1e-4}},
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of a training run (the options of ``dlscience diffusion train``).
+
+    Attributes
+    ----------
+    arch : {"resnet", "unet"}
+    dataset, data_dir, download, image_size, n_train
+        Training data, as for :func:`dlscience.data.load_images` (image_size default: 32 for (Fashion-)MNIST).
+    conditional : bool
+        Learn a class embedding (class-conditional network).
+    padding : {"zeros", "circular"}
+    preset : {"cpu", "paper"}
+        Default width and learning rate (see :data:`PRESETS`); ``width``/``lr`` override them.
+    width : int, optional
+    lr : float, optional
+    lr_decay : float
+        Multiplicative learning-rate decay per step (paper 0.999965).
+    batch_size : int
+    steps : int
+        Optimiser steps in total.
+    checkpoint_every : int
+        Steps between checkpoints.
+    seed : int
+        Seeds the initialisation and the data/noise stream.
+    """
+
+    arch: str = "resnet"
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    download: bool = False
+    image_size: int | None = None
+    n_train: int | None = None
+    conditional: bool = False
+    padding: str = "zeros"
+    preset: str = "cpu"
+    width: int | None = None
+    lr: float | None = None
+    lr_decay: float = 0.999965
+    batch_size: int = 128
+    steps: int = 20000
+    checkpoint_every: int = 200
+    seed: int = 0
+
+    def resolved(self) -> TrainConfig:
+        """Fill width, lr and image_size from the preset and dataset; validate values."""
+        if self.arch not in ARCHITECTURES:
+            raise InputValidationError(f"--arch must be one of {ARCHITECTURES}, got {self.arch!r}")
+        if self.preset not in PRESETS:
+            raise InputValidationError(f"--preset must be one of {tuple(PRESETS)}, got {self.preset!r}")
+        for name in ("batch_size", "steps", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise InputValidationError(f"--{name.replace('_', '-')} must be >= 1")
+        p = PRESETS[self.preset][self.arch]
+        size = self.image_size or (32 if self.dataset in ("mnist", "fashion-mnist") else None)
+        return replace(self, width=self.width or p["width"], lr=self.lr or p["lr"], image_size=size)
+
+
+def _fingerprint(config: TrainConfig) -> str:
+    d = asdict(config)
+    for key in ("data_dir", "download", "steps", "checkpoint_every"):
+        d.pop(key)  # a run may be extended to more steps and resumed from another data folder
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def train(config: TrainConfig, out: str | Path, *, progress: bool = True, device: str = "cpu") -> dict:
+    """Train (or resume training) a diffusion network and write checkpoints, the model and a loss log to ``out``.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    out : str or Path
+        Output folder: ``checkpoint.pt`` (resumable state), ``model.pt`` (final weights and config),
+        ``train.json`` (settings, loss curve, timings).
+    progress : bool
+        Show a progress bar with the running loss.
+    device : str
+        Torch device ("cpu", or "cuda" where available).
+
+    Returns
+    -------
+    dict
+        The content of ``train.json``.
+
+    Raises
+    ------
+    UserError
+        Bad settings, missing data, or ``out`` holding a run with other settings.
+    """
+    config = config.resolved()
+    ds = load_images(
+        config.dataset,
+        data_dir=config.data_dir,
+        download=config.download,
+        size=config.image_size,
+        n=config.n_train,
+        seed=config.seed,
+    )
+    num_classes = len(ds.class_names) if config.conditional else None
+    C, H, W = ds.images.shape[1:]
+    if config.arch == "unet" and (H % 4 or W % 4):
+        raise InputValidationError(
+            f"the UNet needs image sides divisible by 4, got {H}x{W}; set --image-size"
+        )
+    torch.manual_seed(config.seed)
+    model = build_network(
+        config.arch, C, width=config.width, padding=config.padding, num_classes=num_classes
+    ).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: config.lr_decay**step)
+    gen = torch.Generator().manual_seed(config.seed + 1)
+    state = {"step": 0, "losses": [], "seconds": 0.0}
+    out = Path(out)
+    ckpt = out / "checkpoint.pt"
+    fingerprint = _fingerprint(config)
+    if ckpt.exists():
+        saved = load_torch(ckpt)
+        if saved["fingerprint"] != fingerprint:
+            raise UserError(f"{out} holds a training run with other settings; choose another --out")
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        gen.set_state(saved["generator"])
+        state = saved["state"]
+    out.mkdir(parents=True, exist_ok=True)
+    images = ds.images.to(device)
+    labels = ds.labels.to(device)
+
+    def save():
+        save_torch(
+            ckpt,
+            {
+                "fingerprint": fingerprint,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "generator": gen.get_state(),
+                "state": state,
+            },
+        )
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=config.steps,
+        initial=state["step"],
+        disable=not progress,
+        unit="step",
+        desc=f"train {config.arch}",
+        dynamic_ncols=True,
+    )
+    model.train()
+    window: list[float] = []
+    t0 = time.perf_counter()
+    try:
+        while state["step"] < config.steps:
+            idx = torch.randint(len(ds), (config.batch_size,), generator=gen)
+            t = torch.randint(0, 1000, (config.batch_size,), generator=gen).double() / 1000
+            eps = torch.randn((config.batch_size, C, H, W), generator=gen)
+            ab = alpha_bar(t).float().view(-1, 1, 1, 1)
+            x0 = images[idx]
+            x_t = ab.sqrt().to(device) * x0 + (1 - ab).sqrt().to(device) * eps.to(device)
+            pred = model(x_t, t.float().to(device), labels[idx] if num_classes else None)
+            loss = nn.functional.mse_loss(pred, eps.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            state["step"] += 1
+            window.append(loss.item())
+            if len(window) == 50 or state["step"] == config.steps:
+                state["losses"].append([state["step"], sum(window) / len(window)])
+                bar.set_postfix(loss=f"{state['losses'][-1][1]:.4f}")
+                window = []
+            bar.update(1)
+            if state["step"] % config.checkpoint_every == 0 or state["step"] == config.steps:
+                state["seconds"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                save()
+    finally:
+        bar.close()
+    save_torch(
+        out / "model.pt",
+        {
+            "config": asdict(config),
+            "model": model.state_dict(),
+            "image_shape": [C, H, W],
+            "num_classes": num_classes,
+        },
+    )
+    summary = {
+        "command": "dlscience diffusion train",
+        "settings": asdict(config),
+        "steps": state["step"],
+        "seconds": state["seconds"],
+        "loss_curve": state["losses"],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "data": {"name": ds.name, "source": ds.source, "n_train": len(ds)},
+    }
+    write_json(out / "train.json", summary)
+    return summary
+
+
+def load_network(path: str | Path, device: str = "cpu") -> NetworkDenoiser:
+    """Load ``model.pt`` (or a training folder) written by :func:`train` as a :class:`NetworkDenoiser`.
+
+    Raises UserError if the file does not exist or is not a dlscience model.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.exists():
+        raise UserError(f"no model at {path}; train one with `dlscience diffusion train --out FOLDER`")
+    saved = load_torch(path)
+    if not isinstance(saved, dict) or "model" not in saved or "config" not in saved:
+        raise UserError(f"{path} is not a model written by `dlscience diffusion train`")
+    cfg = saved["config"]
+    model = build_network(
+        cfg["arch"],
+        saved["image_shape"][0],
+        width=cfg["width"],
+        padding=cfg["padding"],
+        num_classes=saved["num_classes"],
+    ).to(device)
+    model.load_state_dict(saved["model"])
+    return NetworkDenoiser(model, tuple(saved["image_shape"]), saved["num_classes"])
