@@ -145,6 +145,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_run_sample)
 
+    c = els_sub.add_parser(
+        "calibrate",
+        help="calibrate the machine's patch size to a trained network",
+        description="Along the network's own 20-step DDIM trajectories, pick per step the patch size whose "
+        "machine score has the highest cosine similarity with the network's score; the median over samples "
+        "is written to OUT/schedule.json (usable as `els sample --schedule OUT/schedule.json`).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    c.add_argument("--model", required=True, help="folder or model.pt written by `dlscience diffusion train`")
+    c.add_argument("--machine", default="els", choices=["els", "ls"], help="machine to calibrate")
+    c.add_argument(
+        "--candidates",
+        type=_labels,
+        default=(3, 5, 7, 9, 11, 13, 15, 17),
+        help="comma-separated odd patch sizes to try",
+    )
+    c.add_argument("--n-samples", type=int, default=10, help="trajectories (median over them)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the noise and labels")
+    c.add_argument("--data-dir", default=None, help="folder with the training data (default: as trained)")
+    c.add_argument("--out", default="out/els-calibrate", help="output folder")
+    c.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    c.set_defaults(func=_run_calibrate)
+
+    k = els_sub.add_parser(
+        "compare",
+        help="compare a trained network with the ELS, LS and IS machines seed by seed",
+        description="Sample the network (20 DDIM steps from t=1) and the machines (19 evaluations from t=0.95) "
+        "from identical seeds and labels; per seed Pearson r over all pixels (the paper's metric), r^2 and the "
+        "coefficient of determination; medians and IQR in OUT/compare.json, a figure in OUT/compare.png.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    k.add_argument("--model", required=True, help="folder or model.pt written by `dlscience diffusion train`")
+    k.add_argument("--schedule", required=True, help="patch-size schedule: JSON file, preset or odd integer")
+    k.add_argument("--n-seeds", type=int, default=100, help="number of seeds")
+    k.add_argument("--seed", type=int, default=0, help="first seed")
+    k.add_argument("--data-dir", default=None, help="folder with the training data (default: as trained)")
+    k.add_argument("--out", default="out/els-compare", help="output folder")
+    k.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    k.set_defaults(func=_run_compare)
+
     diff = sub.add_parser(
         "diffusion",
         help="convolutional diffusion networks (train)",
@@ -248,3 +288,41 @@ def _run_train(args: argparse.Namespace) -> None:
         f"wrote {args.out}/model.pt, checkpoint.pt, train.json ({summary['steps']} steps, "
         f"{summary['seconds']:.0f} s, final loss {last:.4f})"
     )
+
+
+def _run_calibrate(args: argparse.Namespace) -> None:
+    from dlscience.diffusion.network_jobs import run_calibrate
+
+    data = run_calibrate(
+        args.model,
+        args.out,
+        machine=args.machine,
+        candidates=args.candidates,
+        n_samples=args.n_samples,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        progress=not args.no_progress,
+    )
+    print(f"wrote {args.out}/schedule.json: {data['sizes']}")
+
+
+def _run_compare(args: argparse.Namespace) -> None:
+    from dlscience.diffusion.network_jobs import run_compare
+
+    summary = run_compare(
+        args.model,
+        args.out,
+        schedule=args.schedule,
+        n_seeds=args.n_seeds,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        progress=not args.no_progress,
+    )
+    print(f"wrote {args.out}/compare.json, compare.png")
+    print(f"{'machine':<8} {'median r':>9} {'IQR r':>15} {'median r^2':>11} {'median R^2':>11}")
+    for name, row in summary["summary"].items():
+        r = row["r"]
+        print(
+            f"{name:<8} {r['median']:>9.3f} {r['q25']:>7.3f}-{r['q75']:<7.3f} {row['r2']['median']:>11.3f} "
+            f"{row['R2']['median']:>11.3f}"
+        )

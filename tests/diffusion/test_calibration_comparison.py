@@ -1,0 +1,66 @@
+"""Calibration recovers a known schedule; comparison metrics; a machine compared with itself gives r = 1."""
+
+from __future__ import annotations
+
+import torch
+
+from dlscience.diffusion import ELSDenoiser, IdealDenoiser, LocalDenoiser, PatchSchedule
+from dlscience.diffusion.calibration import calibrate, cosine_similarity
+from dlscience.diffusion.comparison import compare, determination, pearson_r
+
+
+def test_calibration_recovers_the_schedule_of_a_machine(gen):
+    """Calibrating ELS machines against an ELS 'network' with a known schedule returns that schedule: at the
+    true P the two scores are identical (cosine 1)."""
+    imgs = torch.rand(12, 1, 10, 10, generator=gen) * 2 - 1
+    labels = torch.arange(12) % 2
+    known = PatchSchedule((1, 1, 3, 3, 3, 3, 5, 5, 5, 5, 5, 7, 7, 7, 7, 7, 9, 9, 9, 9))
+    network = ELSDenoiser(imgs, known, "circular", labels=labels, precision="float64")
+    result = calibrate(
+        network,
+        lambda P: ELSDenoiser(imgs, P, "circular", labels=labels, precision="float64"),
+        candidates=(1, 3, 5, 7, 9),
+        n_samples=3,
+        seed=1,
+    )
+    assert result.schedule.sizes == known.sizes
+    assert result.cosine.max(-1).values.min() > 1 - 1e-9
+    assert result.labels is not None and result.labels.shape == (3,)
+    assert result.to_json()["sizes"] == list(known.sizes)
+
+
+def test_metrics_closed_forms(gen):
+    x = torch.randn(3, 2, 4, 4, generator=gen)
+    torch.testing.assert_close(pearson_r(x, 2 * x + 1), torch.ones(3, dtype=torch.float64))
+    torch.testing.assert_close(pearson_r(x, -x), -torch.ones(3, dtype=torch.float64))
+    torch.testing.assert_close(determination(x, x), torch.ones(3, dtype=torch.float64))
+    # predicting the mean gives R^2 = 0; a shifted copy keeps r = 1 but loses R^2
+    mean = x.flatten(1).mean(1).view(3, 1, 1, 1).expand_as(x)
+    torch.testing.assert_close(
+        determination(x, mean), torch.zeros(3, dtype=torch.float64), atol=1e-12, rtol=0
+    )
+    assert (determination(x, x + 1) < 1).all()
+    torch.testing.assert_close(cosine_similarity(x, 3 * x), torch.ones(3, dtype=torch.float64))
+
+
+def test_machine_compared_with_itself_gives_r_1_and_baselines_rank(gen):
+    """Same seeds, same labels, same sampler: a machine against itself has r = R^2 = 1 on every seed; other
+    machines score lower."""
+    imgs = torch.rand(10, 1, 8, 8, generator=gen) * 2 - 1
+    labels = torch.arange(10) % 2
+    els = ELSDenoiser(imgs, 3, "zeros", labels=labels)
+    machines = {
+        "ELS": els,
+        "LS": LocalDenoiser(imgs, 3, labels=labels),
+        "IS": IdealDenoiser(imgs, labels=labels),
+    }
+    res = compare(els, machines, n_seeds=4, seed=3, machine_t_start=1.0)
+    torch.testing.assert_close(res.r["ELS"], torch.ones(4, dtype=torch.float64))
+    torch.testing.assert_close(res.R2["ELS"], torch.ones(4, dtype=torch.float64))
+    assert (res.r["IS"] < 1 - 1e-3).all()
+    s = res.summary()
+    assert s["ELS"]["r"]["median"] == 1.0 and 0 <= s["ELS"]["beats"]["IS"] <= 1
+    assert res.labels is not None and res.network.shape == (4, 1, 8, 8)
+    # a seed's sample does not depend on how many seeds are compared
+    one = compare(els, {"ELS": els}, n_seeds=1, seed=3, machine_t_start=1.0)
+    torch.testing.assert_close(one.network[0], res.network[0])

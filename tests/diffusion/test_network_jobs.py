@@ -1,0 +1,65 @@
+"""`els calibrate` and `els compare` end to end on a tiny network trained on digits (pipeline test)."""
+
+from __future__ import annotations
+
+import json
+
+from dlscience.cli import main
+from dlscience.diffusion.patch_schedule import PatchSchedule
+from dlscience.diffusion.training import TrainConfig, train
+
+
+def test_train_calibrate_compare_pipeline(tmp_path, capsys):
+    cfg = TrainConfig(
+        arch="resnet",
+        dataset="digits",
+        n_train=60,
+        width=8,
+        batch_size=8,
+        steps=4,
+        checkpoint_every=4,
+        conditional=True,
+    )
+    train(cfg, tmp_path / "net", progress=False)
+    code = main(
+        [
+            "els",
+            "calibrate",
+            "--model",
+            str(tmp_path / "net"),
+            "--candidates",
+            "1,3,5",
+            "--n-samples",
+            "2",
+            "--out",
+            str(tmp_path / "cal"),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    schedule = PatchSchedule.from_file(tmp_path / "cal" / "schedule.json")
+    assert len(schedule.sizes) == 20 and set(schedule.sizes) <= {1, 3, 5}
+    assert (tmp_path / "cal" / "calibration.png").exists()
+    code = main(
+        [
+            "els",
+            "compare",
+            "--model",
+            str(tmp_path / "net"),
+            "--schedule",
+            str(tmp_path / "cal" / "schedule.json"),
+            "--n-seeds",
+            "2",
+            "--out",
+            str(tmp_path / "cmp"),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert set(data["summary"]) == {"ELS", "LS", "IS"}
+    for name in ("ELS", "LS", "IS"):
+        assert len(data["per_seed"]["r"][name]) == 2
+        assert all(-1 <= r <= 1 for r in data["per_seed"]["r"][name])
+    assert "median r" in capsys.readouterr().out
+    assert main(["els", "compare", "--model", str(tmp_path / "missing"), "--schedule", "3"]) == 2
