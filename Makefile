@@ -12,12 +12,12 @@ demo: venv data
 	$(BIN)/dlscience els sample --dataset fashion-mnist --out results/els_sample
 
 test: venv data
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks experiments
 	$(BIN)/pytest
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks experiments
+	$(BIN)/ruff format --check src tests benchmarks experiments
 
 bench: venv data
 	$(BIN)/python benchmarks/els_speed.py
