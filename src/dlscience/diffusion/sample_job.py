@@ -20,6 +20,7 @@ import hashlib
 import json
 import platform
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -242,7 +243,8 @@ def run_sample_job(
     if ckpt_path.exists():
         try:
             state = load_torch(ckpt_path)
-        except Exception:  # unreadable checkpoint: only ours are written atomically, so start again
+        except Exception as exc:  # unreadable checkpoint (ours are written atomically): start again, loudly
+            warnings.warn(f"ignoring unreadable checkpoint {ckpt_path} ({exc}); starting afresh", stacklevel=2)
             state = None
         if state is not None and state.get("fingerprint") != fingerprint:
             if not overwrite:
