@@ -90,7 +90,8 @@ def test_bad_memory_limit_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["els", "sample", "--memory-limit", "lots"])
     assert exc.value.code == 2
-    assert "cannot read memory size 'lots'" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot read memory size 'lots'" in err[0], err
 
 
 def test_output_path_that_is_a_file_gives_one_line(capsys, tmp_path):

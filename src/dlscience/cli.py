@@ -15,11 +15,18 @@ from dlscience.errors import UserError
 __all__ = ["main", "build_parser"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``dlscience: error: ...``, exit status 2) instead of a usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"dlscience: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every study's subcommands registered."""
     from dlscience.diffusion import cli as diffusion_cli
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dlscience",
         description="Analytic machines from deep-learning theory and the experiments that check them.",
     )

@@ -62,4 +62,43 @@ def test_train_calibrate_compare_pipeline(tmp_path, capsys):
         assert len(data["per_seed"]["r"][name]) == 2
         assert all(-1 <= r <= 1 for r in data["per_seed"]["r"][name])
     assert "median r" in capsys.readouterr().out
+    cal = json.loads((tmp_path / "cal" / "schedule.json").read_text())
+    assert cal["times"] == sorted(cal["times"]) and len(cal["best_per_sample"][0]) == 20
     assert main(["els", "compare", "--model", str(tmp_path / "missing"), "--schedule", "3"]) == 2
+    assert (
+        main(
+            [
+                "els",
+                "compare",
+                "--model",
+                str(tmp_path / "net"),
+                "--schedule",
+                "3",
+                "--n-seeds",
+                "0",
+                "--out",
+                str(tmp_path / "none"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "els",
+                "calibrate",
+                "--model",
+                str(tmp_path / "net"),
+                "--candidates",
+                "4",
+                "--out",
+                str(tmp_path / "none"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
+    assert not (tmp_path / "none").exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("dlscience: error:") for line in err), err

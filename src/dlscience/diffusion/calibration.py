@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from dlscience.diffusion.denoiser import Denoiser
-from dlscience.diffusion.patch_schedule import PatchSchedule
+from dlscience.diffusion.patch_schedule import PatchSchedule, resolve_patch_size
 from dlscience.diffusion.sampler import DDIMSampler
 from dlscience.errors import InputValidationError
 
@@ -61,13 +61,16 @@ class CalibrationResult:
     labels: torch.Tensor | None
 
     def to_json(self) -> dict:
-        """JSON-ready summary (``sizes`` is what :meth:`PatchSchedule.from_file` reads)."""
+        """JSON-ready summary; ``sizes`` (what :meth:`PatchSchedule.from_file` reads) and every per-time list
+        run in ascending t, aligned with ``times``. The median over samples is the lower median (an actual
+        candidate when the number of samples is even)."""
+        order = list(range(len(self.times)))[::-1]  # the sampler visits times in descending order
         return {
             "sizes": list(self.schedule.sizes),
             "candidates": list(self.candidates),
-            "times": self.times,
-            "best_per_sample": self.best.tolist(),
-            "median_cosine_of_best": self.cosine.max(-1).values.median(0).values.tolist(),
+            "times": [self.times[i] for i in order],
+            "best_per_sample": self.best[:, order].tolist(),
+            "median_cosine_of_best": self.cosine.max(-1).values.median(0).values[order].tolist(),
         }
 
 
@@ -111,6 +114,8 @@ def calibrate(
     """
     if not candidates or n_samples < 1:
         raise InputValidationError("calibrate needs at least one candidate patch size and one sample")
+    for P in candidates:
+        resolve_patch_size(P)  # odd positive integers only
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn((n_samples, *network.image_shape), generator=gen)
     labels = None

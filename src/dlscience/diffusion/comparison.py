@@ -19,6 +19,7 @@ import torch
 
 from dlscience.diffusion.denoiser import Denoiser
 from dlscience.diffusion.sampler import DDIMSampler
+from dlscience.errors import InputValidationError
 
 __all__ = ["pearson_r", "determination", "SeedComparison", "compare"]
 
@@ -115,7 +116,14 @@ def compare(
     Returns
     -------
     SeedComparison
+
+    Raises
+    ------
+    InputValidationError
+        If n_seeds < 1.
     """
+    if n_seeds < 1:
+        raise InputValidationError(f"--n-seeds must be >= 1, got {n_seeds}")
     C, H, W = network.image_shape
     seeds = list(range(seed, seed + n_seeds))
     noise = torch.stack([torch.randn(C, H, W, generator=torch.Generator().manual_seed(s)) for s in seeds])

@@ -238,13 +238,17 @@ def run_sample_job(
     fingerprint = _fingerprint(config, ds.images)
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder (it is created if missing)")
     ckpt_path = out / "checkpoint.pt"
     state = None
     if ckpt_path.exists():
         try:
             state = load_torch(ckpt_path)
         except Exception as exc:  # unreadable checkpoint (ours are written atomically): start again, loudly
-            warnings.warn(f"ignoring unreadable checkpoint {ckpt_path} ({exc}); starting afresh", stacklevel=2)
+            warnings.warn(
+                f"ignoring unreadable checkpoint {ckpt_path} ({exc}); starting afresh", stacklevel=2
+            )
             state = None
         if state is not None and state.get("fingerprint") != fingerprint:
             if not overwrite:
