@@ -49,10 +49,11 @@ def test_help_lists_every_option(capsys):
         (["--labels", "12"], "outside [0, 10)"),
         (["--labels", "1,2"], "give one, or one per sample"),
         (["--n-samples", "0"], "--n-samples"),
-        (["--n-train", "0"], "n must be a positive integer"),
+        (["--n-train", "0"], "--n-train must be a positive integer"),
+        (["--image-size", "0"], "--image-size must be a positive integer"),
         (["--n-train", "5", "--n-samples", "10"], "has no images of class"),
-        (["--steps", "0"], "n_steps"),
-        (["--t-start", "0.33"], "grid point"),
+        (["--steps", "0"], "--steps must be a positive integer"),
+        (["--t-start", "0.33"], "--t-start 0.33 must be a grid time"),
     ],
 )
 def test_bad_input_one_line_no_output(capsys, tmp_path, args, message):

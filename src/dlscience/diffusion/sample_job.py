@@ -153,7 +153,17 @@ def _validate(config: SampleConfig) -> None:
         raise InputValidationError("--labels was given with --unconditional; drop one of them")
     if config.schedule_offset not in (0, 1):
         raise InputValidationError("--schedule-offset must be 0 or 1")
-    DDIMSampler(config.n_steps, config.t_start)  # validates the grid before any data is read
+    for option, value in (("--n-train", config.n_train), ("--image-size", config.image_size)):
+        if value is not None and value < 1:
+            raise InputValidationError(f"{option} must be a positive integer, got {value}")
+    if config.n_steps < 1:
+        raise InputValidationError(f"--steps must be a positive integer, got {config.n_steps}")
+    i = config.t_start * config.n_steps
+    if not 0 < config.t_start <= 1 or abs(i - round(i)) > 1e-6:
+        raise InputValidationError(
+            f"--t-start {config.t_start} must be a grid time i/{config.n_steps} in (0, 1], e.g. "
+            f"{(config.n_steps - 1) / config.n_steps:g} (the paper's machine) or 1"
+        )
 
 
 def _fingerprint(config: SampleConfig, images: torch.Tensor) -> str:
