@@ -8,7 +8,8 @@ analytic denoiser (boundary-broken ELS by default) from seeded noise and writes,
                        came from (the patch mosaic of Kamb & Ganguli 2024, Theorem 4.1);
 * ``samples.npz``   -- seeds, labels, the initial noise, outputs, nearest-neighbour indices and distances, and
                        the provenance (training image index, row and column per pixel);
-* ``run.json``      -- settings, data source, timings per step and per sample, summary numbers;
+* ``run.json``      -- settings, data source, timings per step (and each sample's share of its class batch),
+                       summary numbers;
 * ``checkpoint.pt`` -- the sampler state after every step; an interrupted run resumes from it.
 
 Every output file is written atomically. Bad settings are rejected before anything is written.
@@ -375,14 +376,15 @@ def run_sample_job(
                 "nearest_train_index": int(nn_index[i]),
                 "nearest_train_distance": float(nn_dist[i]),
                 "distinct_source_images": n_sources[i],
-                "seconds": sample_seconds[i],
+                "seconds_share": sample_seconds[i],  # its batch's step time / samples in the batch
             }
             for i in range(B)
         ],
         "train_nearest_neighbour_distance_median": float(train_nn.median()),
         "timings": {
             "load_seconds": load_seconds,
-            "sampling_seconds_this_invocation": run_seconds,
+            "wall_seconds_this_invocation": run_seconds,  # steps, checkpoints and progress of this run
+            # machine time over all invocations (a resumed run adds up its parts)
             "sampling_seconds_total": sum(sum(s["step_seconds"]) for s in state["groups"].values()),
             "step_seconds_by_group": {g: s["step_seconds"] for g, s in state["groups"].items()},
         },
