@@ -10,6 +10,15 @@ from dlscience.errors import InputValidationError
 __all__ = ["register", "parse_bytes"]
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show "(default: ...)" only for real defaults (not None, False or a required option)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or action.required or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_bytes(text: str) -> int:
     """Parse a memory size such as ``2GB``, ``512MB``, ``1.5G`` or ``1000000`` into bytes (powers of 1024)."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgG]?)(i?[bB])?\s*", text)
@@ -52,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "paper's deterministic 20-step DDIM sampler, and write a figure (sample | nearest training image | "
         "provenance map), samples.npz, run.json and a checkpoint to --out. An interrupted run resumes "
         "when the same command is repeated.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("--dataset", default="fashion-mnist", choices=DATASETS, help="training set")
     p.add_argument(
@@ -151,7 +160,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Along the network's own 20-step DDIM trajectories, pick per step the patch size whose "
         "machine score has the highest cosine similarity with the network's score; the median over samples "
         "is written to OUT/schedule.json (usable as `els sample --schedule OUT/schedule.json`).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     c.add_argument("--model", required=True, help="folder or model.pt written by `dlscience diffusion train`")
     c.add_argument("--machine", default="els", choices=["els", "ls"], help="machine to calibrate")
@@ -159,7 +168,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--candidates",
         type=_labels,
         default=(3, 5, 7, 9, 11, 13, 15, 17),
-        help="comma-separated odd patch sizes to try",
+        help="comma-separated odd patch sizes to try (default: 3,5,7,9,11,13,15,17)",
     )
     c.add_argument("--n-samples", type=int, default=10, help="trajectories (median over them)")
     c.add_argument("--seed", type=int, default=0, help="seed of the noise and labels")
@@ -174,7 +183,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Sample the network (20 DDIM steps from t=1) and the machines (19 evaluations from t=0.95) "
         "from identical seeds and labels; per seed Pearson r over all pixels (the paper's metric), r^2 and the "
         "coefficient of determination; medians and IQR in OUT/compare.json, a figure in OUT/compare.png.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     k.add_argument("--model", required=True, help="folder or model.pt written by `dlscience diffusion train`")
     k.add_argument("--schedule", required=True, help="patch-size schedule: JSON file, preset or odd integer")
@@ -197,7 +206,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train an eps-predicting ResNet or UNet with MSE on eps, t uniform on {0..999}/1000, AdamW "
         "(paper App. C). Checkpoints are written atomically every --checkpoint-every steps; repeat the command "
         "to resume (or raise --steps to train longer).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     t.add_argument("--arch", default="resnet", choices=["resnet", "unet"], help="network")
     t.add_argument("--dataset", default="fashion-mnist", choices=DATASETS, help="training set")
