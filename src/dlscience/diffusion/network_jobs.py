@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dlscience.data import load_images
 from dlscience.diffusion.calibration import calibrate
 from dlscience.diffusion.comparison import compare
 from dlscience.diffusion.equivariant_local_score import ELSDenoiser
 from dlscience.diffusion.ideal_score import IdealDenoiser
 from dlscience.diffusion.local_score import LocalDenoiser
 from dlscience.diffusion.patch_schedule import resolve_patch_size
-from dlscience.diffusion.training import load_network
+from dlscience.diffusion.training import TrainConfig, load_network, training_images
 from dlscience.errors import UserError
 from dlscience.results import load_torch, save_figure, write_json
 
@@ -28,13 +27,7 @@ def _training_data(model_path: Path, data_dir: str | None):
     if not path.exists():
         raise UserError(f"no model at {path}; train one with `dlscience diffusion train --out FOLDER`")
     cfg = load_torch(path)["config"]
-    ds = load_images(
-        cfg["dataset"],
-        data_dir=data_dir or cfg.get("data_dir"),
-        size=cfg["image_size"],
-        n=cfg["n_train"],
-        seed=cfg["seed"],
-    )
+    ds = training_images(TrainConfig(**cfg), data_dir)
     return cfg, ds
 
 

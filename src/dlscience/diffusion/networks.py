@@ -106,7 +106,6 @@ class ResNet(nn.Module):
         emb_dim: int = 128,
     ):
         super().__init__()
-        _check_padding(padding)
         conv = _conv_factory(padding)
         self.up = conv(channels, width)
         self.layers = nn.ModuleList(conv(width, width) for _ in range(depth))
@@ -146,7 +145,6 @@ class UNet(nn.Module):
         emb_dim: int = 128,
     ):
         super().__init__()
-        _check_padding(padding)
         conv = _conv_factory(padding)
         w1, w2, w3 = widths
         self.enc1 = nn.ModuleList([conv(channels, w1), conv(w1, w1)])
@@ -233,12 +231,11 @@ class NetworkDenoiser(Denoiser):
         return (x_t - (1 - ab).sqrt() * self._eps(x_t, t, labels).to(x_t.dtype)) / ab.sqrt()
 
 
-def _check_padding(padding: str) -> None:
+def _conv_factory(padding: str):
+    """3x3 convolutions with the given padding; raises InputValidationError for an unknown padding."""
     if padding not in ("zeros", "circular"):
         raise InputValidationError(f"padding must be 'zeros' or 'circular', got {padding!r}")
 
-
-def _conv_factory(padding: str):
     def conv(cin: int, cout: int) -> nn.Conv2d:
         return nn.Conv2d(cin, cout, 3, padding=1, padding_mode=padding)
 

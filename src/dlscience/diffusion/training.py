@@ -28,7 +28,7 @@ from dlscience.diffusion.schedule import alpha_bar
 from dlscience.errors import InputValidationError, UserError
 from dlscience.results import load_torch, save_torch, write_json
 
-__all__ = ["TrainConfig", "train", "load_network", "PRESETS"]
+__all__ = ["TrainConfig", "train", "training_images", "load_network", "PRESETS"]
 
 PRESETS = {
     "cpu": {"resnet": {"width": 64, "lr": 3e-4}, "unet": {"width": 32, "lr": 3e-4}},
@@ -94,6 +94,22 @@ class TrainConfig:
         return replace(self, width=self.width or p["width"], lr=self.lr or p["lr"], image_size=size)
 
 
+def training_images(config: TrainConfig, data_dir: str | None = None):
+    """The training set of a (resolved) :class:`TrainConfig` as an :class:`~dlscience.data.ImageDataset`
+    (images (N, C, H, W) float32 in [-1, 1]); ``data_dir`` overrides the configured folder.
+
+    Raises DatasetNotFoundError / InputValidationError as :func:`dlscience.data.load_images`.
+    """
+    return load_images(
+        config.dataset,
+        data_dir=data_dir or config.data_dir,
+        download=config.download,
+        size=config.image_size,
+        n=config.n_train,
+        seed=config.seed,
+    )
+
+
 def _fingerprint(config: TrainConfig) -> str:
     d = asdict(config)
     for key in ("data_dir", "download", "steps", "checkpoint_every"):
@@ -126,14 +142,7 @@ def train(config: TrainConfig, out: str | Path, *, progress: bool = True, device
         Bad settings, missing data, or ``out`` holding a run with other settings.
     """
     config = config.resolved()
-    ds = load_images(
-        config.dataset,
-        data_dir=config.data_dir,
-        download=config.download,
-        size=config.image_size,
-        n=config.n_train,
-        seed=config.seed,
-    )
+    ds = training_images(config)
     num_classes = len(ds.class_names) if config.conditional else None
     C, H, W = ds.images.shape[1:]
     if config.arch == "unet" and (H % 4 or W % 4):
