@@ -64,3 +64,47 @@ def test_machine_compared_with_itself_gives_r_1_and_baselines_rank(gen):
     # a seed's sample does not depend on how many seeds are compared
     one = compare(els, {"ELS": els}, n_seeds=1, seed=3, machine_t_start=1.0)
     torch.testing.assert_close(one.network[0], res.network[0])
+
+
+def test_interrupted_comparison_resumes_to_the_same_result(gen, tmp_path, monkeypatch):
+    """A comparison killed part-way continues from its checkpoint: restored samples are not recomputed and the
+    result equals an uninterrupted run; a checkpoint of other settings is refused."""
+    import pytest
+
+    from dlscience.errors import UserError
+
+    imgs = torch.rand(10, 1, 8, 8, generator=gen) * 2 - 1
+    labels = torch.arange(10) % 2
+    els = ELSDenoiser(imgs, 3, "zeros", labels=labels)
+    machines = {"LS": LocalDenoiser(imgs, 3, labels=labels), "IS": IdealDenoiser(imgs, labels=labels)}
+    full = compare(els, machines, n_seeds=3, seed=5)
+
+    class Stop(Exception):
+        pass
+
+    def stop_in_ls(name, i):
+        if name == "LS" and i == 1:
+            raise Stop
+
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(Stop):
+        compare(els, machines, n_seeds=3, seed=5, checkpoint=ckpt, fingerprint="a", progress=stop_in_ls)
+    calls = []
+    original = type(els).denoise
+
+    def counting_denoise(self, *a, **k):
+        calls.append(1)
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(type(els), "denoise", counting_denoise)
+    resumed = compare(els, machines, n_seeds=3, seed=5, checkpoint=ckpt, fingerprint="a")
+    assert not calls  # the network's 3 samples came from the checkpoint
+    compare(els, {}, n_seeds=1, seed=5)
+    assert calls  # (the counter does see the network's evaluations)
+    monkeypatch.undo()
+    for name in machines:
+        torch.testing.assert_close(resumed.machines[name], full.machines[name], rtol=0, atol=0)
+        torch.testing.assert_close(resumed.r[name], full.r[name], rtol=0, atol=0)
+    torch.testing.assert_close(resumed.network, full.network, rtol=0, atol=0)
+    with pytest.raises(UserError, match="other settings"):
+        compare(els, machines, n_seeds=3, seed=5, checkpoint=ckpt, fingerprint="b")

@@ -12,14 +12,17 @@ t = 0.95 and make 19 evaluations. Per seed, over all pixels and channels (resear
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from dlscience.diffusion.denoiser import Denoiser
 from dlscience.diffusion.sampler import DDIMSampler
-from dlscience.errors import InputValidationError
+from dlscience.errors import InputValidationError, UserError
+from dlscience.results import load_torch, save_torch
 
 __all__ = ["pearson_r", "determination", "SeedComparison", "compare"]
 
@@ -92,6 +95,8 @@ def compare(
     n_steps: int = 20,
     machine_t_start: float = 0.95,
     progress: Callable[[str, int], None] | None = None,
+    checkpoint: str | Path | None = None,
+    fingerprint: str = "",
 ) -> SeedComparison:
     """Sample the network and every machine from the same seeds and labels and measure their agreement.
 
@@ -111,7 +116,14 @@ def compare(
     machine_t_start : float
         First evaluation time of the machines (the paper's 0.95).
     progress : callable, optional
-        Called as ``progress(name, seed_index)`` after each sample.
+        Called as ``progress(name, seed_index)`` after each sample (also for samples restored from the
+        checkpoint).
+    checkpoint : path, optional
+        File that receives every finished sample atomically; an interrupted comparison restarted with the same
+        arguments continues from it and gives the same result as an uninterrupted one.
+    fingerprint : str
+        Identity of the network and machines (e.g. a hash of their files and settings), stored in the
+        checkpoint with the seeds, labels and grid; a checkpoint with another identity is refused.
 
     Returns
     -------
@@ -121,6 +133,8 @@ def compare(
     ------
     InputValidationError
         If n_seeds < 1.
+    UserError
+        If ``checkpoint`` belongs to a comparison with other settings.
     """
     if n_seeds < 1:
         raise InputValidationError(f"--n-seeds must be >= 1, got {n_seeds}")
@@ -131,11 +145,28 @@ def compare(
     if network.conditional:
         labels = torch.randint(network.num_classes, (n_seeds,), generator=torch.Generator().manual_seed(seed))
 
+    identity = {
+        "fingerprint": fingerprint,
+        "seeds": seeds,
+        "labels": None if labels is None else labels.tolist(),
+        "n_steps": n_steps,
+        "machine_t_start": machine_t_start,
+        "names": ["network", *machines],
+    }
+    state = _load_state(checkpoint, identity) if checkpoint is not None else None
+    if state is None:
+        state = {"identity": identity, "samples": {}, "done": {}}
+
     def run(denoiser, sampler, name):
-        out = torch.empty(n_seeds, C, H, W)
+        out = state["samples"].setdefault(name, torch.zeros(n_seeds, C, H, W))
+        start = state["done"].get(name, 0)
         for i in range(n_seeds):
-            y = None if labels is None else labels[i : i + 1]
-            out[i] = sampler.sample(denoiser, noise[i : i + 1], y)[0]
+            if i >= start:
+                y = None if labels is None else labels[i : i + 1]
+                out[i] = sampler.sample(denoiser, noise[i : i + 1], y)[0]
+                state["done"][name] = i + 1
+                if checkpoint is not None:
+                    save_torch(checkpoint, state)
             if progress is not None:
                 progress(name, i)
         return out
@@ -151,3 +182,23 @@ def compare(
         r2={k: pearson_r(net, v) ** 2 for k, v in outs.items()},
         R2={k: determination(net, v) for k, v in outs.items()},
     )
+
+
+def _load_state(path: str | Path, identity: dict) -> dict | None:
+    """The comparison checkpoint at ``path`` if it exists and matches ``identity``; None if absent."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        state = load_torch(path)
+    except (
+        Exception
+    ) as exc:  # ours are written atomically; an unreadable file is someone else's: start afresh
+        warnings.warn(f"ignoring unreadable comparison checkpoint {path} ({exc})", stacklevel=3)
+        return None
+    if state.get("identity") != identity:
+        raise UserError(
+            f"{path} holds a comparison with other settings (network, machines, seeds or grid); "
+            "use another --out folder or delete that file to start afresh"
+        )
+    return state

@@ -7,7 +7,11 @@ App. C.2). Outputs are written atomically: JSON, and a figure.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
+
+import numpy as np
 
 from dlscience.diffusion.calibration import calibrate
 from dlscience.diffusion.comparison import compare
@@ -17,7 +21,7 @@ from dlscience.diffusion.local_score import LocalDenoiser
 from dlscience.diffusion.patch_schedule import resolve_patch_size
 from dlscience.diffusion.training import TrainConfig, load_network, training_images
 from dlscience.errors import UserError
-from dlscience.results import load_torch, save_figure, write_json
+from dlscience.results import load_torch, save_figure, write_json, write_npz
 
 __all__ = ["run_calibrate", "run_compare"]
 
@@ -90,12 +94,22 @@ def run_compare(
     progress: bool = True,
 ) -> dict:
     """Sample the network and the ELS, LS and IS machines from the same seeds and labels; writes
-    ``compare.json`` (per-seed r, r^2, R^2; medians and IQR; win rates) and ``compare.png`` (rows network |
-    ELS | LS | IS for the first seeds). Returns the summary."""
+    ``compare.json`` (per-seed r, r^2, R^2; medians and IQR; win rates), ``compare.png`` (rows network |
+    ELS | LS | IS for the first seeds) and ``compare_samples.npz`` (every sample, seeds and labels).
+
+    Every finished sample goes to ``compare_checkpoint.pt`` in ``out``; rerunning the same command after an
+    interruption continues from it (a checkpoint of another network, schedule or seed set is refused). Returns
+    the summary."""
     model = Path(model)
     network = load_network(model)
     cfg, ds = _training_data(model, data_dir)
     sched = resolve_patch_size(int(schedule) if str(schedule).isdigit() else schedule)
+    model_file = model / "model.pt" if model.is_dir() else model
+    digest = hashlib.sha256(model_file.read_bytes())
+    digest.update(json.dumps(sched.to_json(), sort_keys=True).encode())
+    digest.update(ds.images.contiguous().numpy().tobytes())
+    out = Path(out)
+    checkpoint = out / "compare_checkpoint.pt"
     kw = {"labels": ds.labels if network.conditional else None, "num_classes": network.num_classes}
     machines = {
         "ELS": ELSDenoiser(ds.images, sched, cfg["padding"], **kw),
@@ -106,7 +120,15 @@ def run_compare(
 
     bar = tqdm(total=n_seeds * (1 + len(machines)), disable=not progress, desc="compare", unit="sample")
     try:
-        res = compare(network, machines, n_seeds=n_seeds, seed=seed, progress=lambda name, i: bar.update(1))
+        res = compare(
+            network,
+            machines,
+            n_seeds=n_seeds,
+            seed=seed,
+            progress=lambda name, i: bar.update(1),
+            checkpoint=checkpoint,
+            fingerprint=digest.hexdigest()[:16],
+        )
     finally:
         bar.close()
     summary = {
@@ -121,9 +143,16 @@ def run_compare(
             "R2": {k: v.tolist() for k, v in res.R2.items()},
         },
     }
-    out = Path(out)
     write_json(out / "compare.json", summary)
     save_figure(out / "compare.png", _compare_figure(res))
+    write_npz(
+        out / "compare_samples.npz",
+        seeds=np.asarray(res.seeds),
+        labels=np.asarray([] if res.labels is None else res.labels.numpy()),
+        network=res.network.numpy(),
+        **{name: x.numpy() for name, x in res.machines.items()},
+    )
+    checkpoint.unlink(missing_ok=True)
     return summary
 
 
