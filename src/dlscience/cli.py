@@ -12,7 +12,7 @@ import sys
 from dlscience import __version__
 from dlscience.errors import UserError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "HelpFormatter"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -22,8 +22,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"dlscience: error: {message} (see `{self.prog} --help`)\n")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show "(default: ...)" only for real defaults (not None, False or a required option)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or action.required or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every study's subcommands registered."""
+    from dlscience.dedup import cli as dedup_cli
     from dlscience.diffusion import cli as diffusion_cli
 
     parser = _Parser(
@@ -33,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dlscience {__version__}")
     sub = parser.add_subparsers(dest="study", metavar="STUDY", required=True)
     diffusion_cli.register(sub)
+    dedup_cli.register(sub)
     return parser
 
 

@@ -13,7 +13,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_write", "write_json", "write_npz", "save_figure", "save_torch", "load_torch"]
+__all__ = [
+    "atomic_write",
+    "write_json",
+    "write_npz",
+    "write_npy",
+    "write_parquet",
+    "save_figure",
+    "save_torch",
+    "load_torch",
+]
 
 
 def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], None]) -> Path:
@@ -86,6 +95,25 @@ def save_figure(path: str | Path, fig) -> Path:
         return atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=120, bbox_inches="tight"))
     finally:
         plt.close(fig)
+
+
+def write_npy(path: str | Path, array) -> Path:
+    """Write one array as ``.npy`` atomically (readable with ``np.load(path, mmap_mode="r")``)."""
+    return atomic_write(path, lambda f: np.save(f, np.asarray(array), allow_pickle=False))
+
+
+def write_parquet(path: str | Path, table, *, metadata: dict[str, str] | None = None) -> Path:
+    """Write a ``pyarrow.Table`` as parquet atomically, with optional string ``metadata`` in its schema.
+
+    The bytes depend only on the table and the pyarrow version, so equal tables give identical files.
+    """
+    import pyarrow.parquet as pq
+
+    if metadata:
+        merged = dict(table.schema.metadata or {})
+        merged.update({k.encode(): v.encode() for k, v in metadata.items()})
+        table = table.replace_schema_metadata(merged)
+    return atomic_write(path, lambda f: pq.write_table(table, f, compression="zstd"))
 
 
 def save_torch(path: str | Path, obj) -> Path:

@@ -5,18 +5,10 @@ from __future__ import annotations
 import argparse
 import re
 
+from dlscience.cli import HelpFormatter as _HelpFormatter
 from dlscience.errors import InputValidationError
 
 __all__ = ["register", "parse_bytes"]
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Show "(default: ...)" only for real defaults (not None, False or a required option)."""
-
-    def _get_help_string(self, action):
-        if action.default in (None, False) or action.required or "default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
 
 
 def parse_bytes(text: str) -> int:
