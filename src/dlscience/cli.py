@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every study's subcommands registered."""
     from dlscience.dedup import cli as dedup_cli
     from dlscience.diffusion import cli as diffusion_cli
+    from dlscience.icl import cli as icl_cli
 
     parser = _Parser(
         prog="dlscience",
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="study", metavar="STUDY", required=True)
     diffusion_cli.register(sub)
     dedup_cli.register(sub)
+    icl_cli.register(sub)
     return parser
 
 

@@ -1,0 +1,199 @@
+"""Task-diversity sweep: one transformer per pool size M, next to dMMSE and ridge (Raventos et al. 2023,
+Fig. 2), and an estimate of the threshold M*.
+
+Threshold rule used here (stated in every output): on the "true" task distribution, let
+r(M) = log(Delta(PT, dMMSE) / Delta(PT, ridge)). Below the threshold the pretrained transformer (PT) sits near
+dMMSE (r < 0); above it, near ridge (r > 0). M* is where r crosses 0, interpolated linearly in log2 M between
+the grid points around the first crossing. (The paper locates the threshold from where Delta(PT, ridge)
+curves for different batch sizes or step counts cross, which needs several runs per M; with one run per M
+the crossing of the two distances is the natural single-run analogue.)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from dlscience.errors import InputValidationError
+from dlscience.icl.training import ICLConfig, train
+from dlscience.results import save_figure, write_json
+
+__all__ = ["parse_tasks", "run_sweep", "threshold"]
+
+RULE = "M* where log(Delta(PT,dMMSE)/Delta(PT,ridge)) on the true distribution crosses 0 (linear in log2 M)"
+
+
+def parse_tasks(text: str) -> list[int | None]:
+    """``"1,4,16,inf"`` -> [1, 4, 16, None]; powers may be written ``2^10``.
+
+    Raises
+    ------
+    InputValidationError
+        On anything else than positive integers, ``2^k`` or ``inf``.
+    """
+    out: list[int | None] = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        try:
+            if part in ("inf", "infinity", "∞"):
+                out.append(None)
+            elif part.startswith("2^"):
+                out.append(2 ** int(part[2:]))
+            else:
+                value = int(part)
+                if value < 1:
+                    raise ValueError
+                out.append(value)
+        except ValueError:
+            raise InputValidationError(
+                f"--tasks must list positive integers, 2^k or inf (e.g. 1,4,16,2^10,inf), got {part!r}"
+            ) from None
+    return out
+
+
+def threshold(ms: list[int], d_dmmse: list[float], d_ridge: list[float]) -> dict:
+    """M* from finite M values and their Deltas on the true distribution (rule in the module docstring).
+
+    Returns
+    -------
+    dict
+        ``{"M_star": float or None, "log2_M_star": ..., "status": "crossed" | "above grid" | "below grid"}``.
+    """
+    r = [math.log(a / b) for a, b in zip(d_dmmse, d_ridge, strict=True)]
+    for i in range(1, len(ms)):
+        if r[i - 1] < 0 <= r[i]:
+            x0, x1 = math.log2(ms[i - 1]), math.log2(ms[i])
+            x = x0 + (x1 - x0) * (-r[i - 1]) / (r[i] - r[i - 1])
+            return {"M_star": 2**x, "log2_M_star": x, "status": "crossed", "rule": RULE}
+    status = "below grid" if r and r[0] >= 0 else "above grid"
+    return {"M_star": None, "log2_M_star": None, "status": status, "rule": RULE}
+
+
+def run_sweep(tasks: list[int | None], base: ICLConfig, out: str | Path, *, progress: bool = True) -> dict:
+    """Train one transformer per M (each resumable, finished ones reused) and write ``sweep.json``,
+    ``sweep.png`` and ``table.md`` to ``out``.
+
+    Parameters
+    ----------
+    tasks : list of int or None
+        Pool sizes (None = infinity).
+    base : ICLConfig
+        Settings shared by every run (its ``n_tasks`` is replaced).
+    out : path
+        One sub-folder per M (``M=16``, ``M=inf``) plus the summary files.
+
+    Returns
+    -------
+    dict
+        The content of ``sweep.json``: per M the final errors and Deltas on both distributions, and M*.
+    """
+    out = Path(out)
+    rows = []
+    for m in tasks:
+        cfg = replace(base, n_tasks=m)
+        log = train(cfg, out / f"M={'inf' if m is None else m}", progress=progress)
+        final = log["evals"][-1]
+        rows.append(
+            {
+                "M": m,
+                "steps": log["steps"],
+                "seconds": log["seconds"],
+                "mean_error": {d: final[d]["mean_error"] for d in ("true", "pretrain")},
+                "delta": {d: final[d]["delta"] for d in ("true", "pretrain")},
+            }
+        )
+    finite = [r for r in rows if r["M"] is not None]
+    est = threshold(
+        [r["M"] for r in finite],
+        [r["delta"]["true"]["transformer|dmmse"] for r in finite],
+        [r["delta"]["true"]["transformer|ridge"] for r in finite],
+    )
+    settings = {**asdict(base.resolved()), "n_tasks": "per row"}
+    summary = {"settings": settings, "rows": rows, "threshold": est}
+    write_json(out / "sweep.json", summary)
+    (out / "table.md").write_text(_table(rows, est))
+    save_figure(out / "sweep.png", _figure(rows, est))
+    return summary
+
+
+def _fmt_m(m):
+    return "inf" if m is None else (f"2^{int(math.log2(m))}" if m & (m - 1) == 0 and m > 1 else str(m))
+
+
+def _table(rows, est) -> str:
+    lines = [
+        "| M | PT true | dMMSE true | ridge true | PT pretrain | dMMSE pretrain | ridge pretrain | "
+        "Delta(PT,dMMSE) true | Delta(PT,ridge) true |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        e, d = r["mean_error"], r["delta"]["true"]
+        dm = {
+            dist: (f"{e[dist]['dmmse']:.3f}" if "dmmse" in e[dist] else "-") for dist in ("true", "pretrain")
+        }
+        lines.append(
+            f"| {_fmt_m(r['M'])} | {e['true']['transformer']:.3f} | {dm['true']} | {e['true']['ridge']:.3f} | "
+            f"{e['pretrain']['transformer']:.3f} | {dm['pretrain']} | {e['pretrain']['ridge']:.3f} | "
+            f"{d.get('transformer|dmmse', float('nan')):.4f} | {d['transformer|ridge']:.4f} |"
+        )
+    star = "not crossed (" + est["status"] + ")" if est["M_star"] is None else f"2^{est['log2_M_star']:.2f}"
+    lines += [
+        "",
+        f"Errors are per-position means / D against the noiseless target. M* = {star}; rule: {RULE}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _figure(rows, est):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    finite = [r for r in rows if r["M"] is not None]
+    xs = [math.log2(r["M"]) for r in finite]
+    x_inf = (max(xs) + 2) if xs else 0
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, dist in zip(axes[:2], ("true", "pretrain"), strict=True):
+        pt = [r["mean_error"][dist]["transformer"] for r in finite]
+        ax.plot(xs, pt, "o-", color="C0", label="transformer")
+        ax.plot(xs, [r["mean_error"][dist]["dmmse"] for r in finite], "s--", color="C1", label="dMMSE")
+        ax.plot(xs, [r["mean_error"][dist]["ridge"] for r in finite], ":", color="C2", label="ridge")
+        for r in rows:
+            if r["M"] is None:
+                ax.plot([x_inf], [r["mean_error"][dist]["transformer"]], "o", color="C0", mfc="none")
+                ax.plot([x_inf], [r["mean_error"][dist]["ridge"]], "_", color="C2", ms=14)
+        ax.set_title(
+            f"tasks from the {'Gaussian (true)' if dist == 'true' else 'pretraining pool'}", fontsize=9
+        )
+        ax.set_ylabel("error / D (mean over positions)")
+    ax = axes[2]
+    ax.semilogy(
+        xs,
+        [r["delta"]["true"]["transformer|dmmse"] for r in finite],
+        "s-",
+        color="C1",
+        label="Delta(PT, dMMSE)",
+    )
+    ax.semilogy(
+        xs,
+        [r["delta"]["true"]["transformer|ridge"] for r in finite],
+        "o-",
+        color="C2",
+        label="Delta(PT, ridge)",
+    )
+    if est["log2_M_star"] is not None:
+        for a in axes:
+            a.axvline(est["log2_M_star"], color="gray", ls=":", lw=1)
+    ax.set_title("distance of the transformer to each estimator (true tasks)", fontsize=9)
+    has_inf = any(r["M"] is None for r in rows)
+    ticks = xs + ([x_inf] if has_inf else [])
+    labels = [_fmt_m(r["M"]) for r in finite] + (["inf"] if has_inf else [])
+    for a in axes:
+        a.set_xticks(ticks, labels, fontsize=7)
+        a.set_xlabel("number of pretraining tasks M")
+        a.legend(fontsize=7)
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

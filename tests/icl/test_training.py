@@ -1,0 +1,115 @@
+"""Pretraining: the schedule, exact resume, learning, the sweep and its threshold rule, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dlscience.cli import main
+from dlscience.errors import InputValidationError, UserError
+from dlscience.icl.sweep import parse_tasks, run_sweep, threshold
+from dlscience.icl.training import ICLConfig, load_transformer, train, triangle_lr
+
+TINY = {
+    "n_dims": 3,
+    "n_points": 6,
+    "n_layer": 1,
+    "n_embd": 16,
+    "n_head": 2,
+    "batch_size": 16,
+    "eval_samples": 256,
+}
+
+
+def test_triangle_schedule():
+    lrs = [triangle_lr(s, 10, 1e-3) for s in range(11)]
+    assert lrs[0] == 0 and lrs[5] == pytest.approx(1e-3) and lrs[10] == 0
+    assert lrs[2] == pytest.approx(0.4e-3) and lrs[8] == pytest.approx(0.4e-3)
+
+
+def test_resume_reaches_the_identical_state(tmp_path):
+    """A run stopped at step 6 and continued to 12 equals a 12-step run bit for bit (model and log)."""
+    cfg = ICLConfig(n_tasks=4, steps=12, eval_every=6, checkpoint_every=3, **TINY)
+    full = train(cfg, tmp_path / "full", progress=False)
+
+    class Stop(Exception):
+        pass
+
+    calls = {"n": 0}
+    original = torch.optim.Adam.step
+
+    def stop_after_seven(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise Stop
+        return original(self, *a, **k)
+
+    torch.optim.Adam.step = stop_after_seven
+    try:
+        with pytest.raises(Stop):
+            train(cfg, tmp_path / "part", progress=False)
+    finally:
+        torch.optim.Adam.step = original
+    resumed = train(cfg, tmp_path / "part", progress=False)
+    a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "part" / "model.pt", weights_only=True)["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert resumed["loss_curve"] == full["loss_curve"] and resumed["evals"] == full["evals"]
+    with pytest.raises(UserError, match="other settings"):
+        train(ICLConfig(n_tasks=5, steps=12, **TINY), tmp_path / "full", progress=False)
+    with pytest.raises(UserError, match="--steps 12"):
+        train(ICLConfig(n_tasks=4, steps=20, eval_every=6, checkpoint_every=3, **TINY), tmp_path / "full")
+
+
+def test_training_learns_in_context(tmp_path):
+    """A small model trained briefly on M = 1 learns the single task: its error falls far below its initial
+    error and near dMMSE's (which is exact for M = 1)."""
+    cfg = ICLConfig(n_tasks=1, steps=150, eval_every=150, lr=3e-3, **{**TINY, "batch_size": 32})
+    log = train(cfg, tmp_path, progress=False)
+    first, last = log["evals"][0]["pretrain"]["mean_error"], log["evals"][-1]["pretrain"]["mean_error"]
+    assert last["transformer"] < 0.2 * first["transformer"]
+    assert last["dmmse"] < 1e-9
+    model, saved = load_transformer(tmp_path)
+    assert saved.n_tasks == 1 and not model.training
+
+
+def test_threshold_rule_and_task_parsing():
+    assert parse_tasks("1,2^4,inf") == [1, 16, None]
+    with pytest.raises(InputValidationError, match="--tasks"):
+        parse_tasks("0,4")
+    # log(d_dmmse / d_ridge) = -1 at M = 4 and +1 at M = 16 -> crossing at log2 M = 3
+    e = 2.718281828459045
+    est = threshold([1, 4, 16], [0.1 / e**2, 0.1 / e, 0.1 * e], [0.1, 0.1, 0.1])
+    assert est["status"] == "crossed" and est["log2_M_star"] == pytest.approx(3.0)
+    assert threshold([1, 4], [0.01, 0.01], [1.0, 1.0])["status"] == "above grid"
+    assert threshold([1, 4], [1.0, 1.0], [0.01, 0.01])["status"] == "below grid"
+
+
+def test_sweep_writes_table_figure_and_reuses_runs(tmp_path):
+    base = ICLConfig(steps=4, eval_every=4, **TINY)
+    summary = run_sweep([1, 4, None], base, tmp_path, progress=False)
+    assert [r["M"] for r in summary["rows"]] == [1, 4, None]
+    assert (tmp_path / "sweep.png").stat().st_size > 1000
+    table = (tmp_path / "table.md").read_text()
+    assert "| inf |" in table and "rule:" in table
+    mtime = (tmp_path / "M=4" / "model.pt").stat().st_mtime_ns
+    run_sweep([4], base, tmp_path, progress=False)
+    assert (tmp_path / "M=4" / "model.pt").stat().st_mtime_ns >= mtime
+    assert json.loads((tmp_path / "sweep.json").read_text())["rows"][0]["M"] == 4
+
+
+def test_cli(tmp_path, capsys):
+    code = main(["icl", "train", "--tasks", "2^2", "--n-dims", "3", "--n-points", "6", "--n-layer", "1",
+                 "--n-embd", "16", "--batch-size", "8", "--steps", "3", "--eval-every", "3",
+                 "--eval-samples", "64", "--out", str(tmp_path / "run")])  # fmt: skip
+    out = capsys.readouterr()
+    assert code == 0 and "error/D transformer" in out.out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["icl", "train", "--tasks", "zero", "--out", str(tmp_path / "x")])
+    assert exit_info.value.code == 2 and "--tasks must be a positive integer" in capsys.readouterr().err
+    code = main(["icl", "train", "--n-embd", "15", "--out", str(tmp_path / "y")])
+    err = capsys.readouterr().err
+    assert code == 2 and "divisible" in err and not (tmp_path / "y").exists()
