@@ -1,0 +1,203 @@
+"""Order-chaos phase diagram and theory-vs-simulation tables (Cowsik et al. 2024, Sec. 3-4, Fig. 4).
+
+* :func:`phase_diagram` -- lambda_a and lambda_g over (alpha = alpha_A = alpha_M, sigma_w), with the edge of
+  chaos lambda_a = 0 and the line lambda_g = 0, optionally the cosine after L blocks from the maps;
+* :func:`theory_vs_simulation` -- for a list of settings, the maps' rho over L layers against finite networks
+  (max |difference|), lambda_a closed form against the one-block estimator, and the Jacobian growth rate
+  against probes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dlscience.signal_propagation.maps import (
+    angle_exponent,
+    gradient_exponent,
+    iterate_maps,
+    jacobian_growth,
+)
+from dlscience.signal_propagation.model import SignalPropParams
+from dlscience.signal_propagation.simulate import angle_exponent_mc, gradient_exponent_mc, simulate_geometry
+
+__all__ = ["phase_diagram", "theory_vs_simulation", "DEFAULT_SETTINGS", "phase_figure"]
+
+# ten settings across both phases (tanh, sigma_A = 1): (alpha_A, alpha_M, sigma_w)
+DEFAULT_SETTINGS = [
+    (0.5, 0.0, 1.0),
+    (0.5, 0.5, 1.0),
+    (0.5, 0.5, 2.0),
+    (0.5, 0.5, 3.0),
+    (0.3, 0.3, 3.0),
+    (0.7, 0.7, 3.0),
+    (0.5, 0.5, 4.5),
+    (0.3, 0.7, 4.0),
+    (0.2, 0.6, 5.0),
+    (0.1, 0.5, 6.0),
+]
+
+
+def phase_diagram(
+    alphas,
+    sigma_ws,
+    *,
+    sigma_A: float = 1.0,
+    nonlinearity: str = "tanh",
+    residual: str = "complementary",
+    geometry_layers: int = 0,
+    n: int = 16,
+    rho0: float = 0.3,
+) -> dict:
+    """lambda_a, lambda_g (and optionally rho after ``geometry_layers`` blocks) on an (alpha, sigma_w) grid.
+
+    Parameters
+    ----------
+    alphas : sequence of float
+        alpha_A = alpha_M values (in (0, 1) for complementary residuals).
+    sigma_ws : sequence of float
+        sigma_w values (> 0).
+    geometry_layers : int
+        If > 0, also iterate the maps from (q = 1, rho0) for this many blocks and return the final cosine.
+
+    Returns
+    -------
+    dict
+        ``alpha``, ``sigma_w`` (lists), ``lambda_a``, ``lambda_g`` (lists of rows, sigma_w x alpha),
+        ``edge_of_chaos`` (per alpha, the sigma_w where lambda_a changes sign, by linear interpolation on the
+        grid; None when it does not) and optionally ``rho_L``.
+    """
+    alphas, sigma_ws = [float(a) for a in alphas], [float(s) for s in sigma_ws]
+    la = np.full((len(sigma_ws), len(alphas)), np.nan)
+    lg = np.full_like(la, np.nan)
+    rho_L = np.full_like(la, np.nan) if geometry_layers else None
+    for j, a in enumerate(alphas):
+        for i, s in enumerate(sigma_ws):
+            p = SignalPropParams(a, a, sigma_A, s, nonlinearity=nonlinearity, residual=residual)
+            la[i, j] = angle_exponent(p)
+            lg[i, j] = gradient_exponent(p)
+            if geometry_layers:
+                rho_L[i, j] = iterate_maps(1.0, rho0, p, geometry_layers, n, n_samples=400).rho[-1]
+    edge = []
+    for j in range(len(alphas)):
+        col, crossing = la[:, j], None
+        for i in range(1, len(sigma_ws)):
+            if col[i - 1] < 0 <= col[i]:
+                crossing = sigma_ws[i - 1] + (sigma_ws[i] - sigma_ws[i - 1]) * (-col[i - 1]) / (
+                    col[i] - col[i - 1]
+                )
+                break
+        edge.append(crossing)
+    out = {
+        "alpha": alphas,
+        "sigma_w": sigma_ws,
+        "sigma_A": sigma_A,
+        "nonlinearity": nonlinearity,
+        "residual": residual,
+        "lambda_a": la.tolist(),
+        "lambda_g": lg.tolist(),
+        "edge_of_chaos": edge,
+    }
+    if rho_L is not None:
+        out["rho_L"] = rho_L.tolist()
+        out["geometry"] = {"layers": geometry_layers, "n": n, "rho0": rho0}
+    return out
+
+
+def phase_figure(diagram: dict):
+    """Heat maps of lambda_a and lambda_g (and rho_L when present) with their zero lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    a, s = np.array(diagram["alpha"]), np.array(diagram["sigma_w"])
+    panels = [("lambda_a", "angle exponent $\\lambda_a$"), ("lambda_g", "gradient exponent $\\lambda_g$")]
+    if "rho_L" in diagram:
+        panels.append(("rho_L", f"cosine after {diagram['geometry']['layers']} blocks (maps)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8))
+    for ax, (key, title) in zip(np.atleast_1d(axes), panels, strict=True):
+        z = np.array(diagram[key], dtype=float)
+        if key == "rho_L":
+            im = ax.pcolormesh(a, s, z, shading="auto", cmap="viridis", vmin=0, vmax=1)
+        else:
+            lim = np.nanmax(np.abs(np.clip(z, -2, 2)))
+            im = ax.pcolormesh(
+                a, s, np.clip(z, -lim, lim), shading="auto", cmap="RdBu_r", vmin=-lim, vmax=lim
+            )
+            ax.contour(a, s, z, levels=[0.0], colors="k", linewidths=1)
+        la = np.array(diagram["lambda_a"], dtype=float)
+        ax.contour(a, s, la, levels=[0.0], colors="k", linewidths=1, linestyles="--")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+        ax.set_xlabel("alpha = alpha_A = alpha_M")
+        ax.set_ylabel("sigma_w")
+        ax.set_title(title, fontsize=9)
+    fig.suptitle(
+        f"{diagram['nonlinearity']}, sigma_A = {diagram['sigma_A']}; dashed: edge of chaos (lambda_a = 0), "
+        "solid: zero line of the panel",
+        fontsize=8,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def theory_vs_simulation(
+    settings=DEFAULT_SETTINGS,
+    *,
+    sigma_A: float = 1.0,
+    nonlinearity: str = "tanh",
+    n: int = 16,
+    width: int = 1024,
+    n_layers: int = 30,
+    rho0: float = 0.3,
+    n_networks: int = 4,
+    exponent_width: int = 512,
+    exponent_networks: int = 40,
+    gradient_layers: int = 12,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict]:
+    """For each (alpha_A, alpha_M, sigma_w): maps vs simulation of rho over ``n_layers`` at ``width``, and both
+    exponents vs their Monte Carlo estimators.
+
+    Returns
+    -------
+    list of dict
+        Per setting: ``max_abs_rho_diff`` (over layers 0..L, theory vs the mean of ``n_networks``), ``rho_L``
+        (theory, simulation with its standard error), ``lambda_a`` (theory, MC mean and sem),
+        ``jacobian_growth`` (finite-L theory, MC) in the ordered phase, and the phase.
+    """
+    from tqdm.auto import tqdm
+
+    rows = []
+    for aA, aM, sw in tqdm(settings, disable=not progress, desc="settings"):
+        p = SignalPropParams(aA, aM, sigma_A, sw, nonlinearity=nonlinearity)
+        theory = iterate_maps(1.0, rho0, p, n_layers, n)
+        sim = simulate_geometry(
+            p, n=n, d=width, n_layers=n_layers, rho0=rho0, n_networks=n_networks, seed=seed
+        )
+        sim_rho = np.array([e.mean for e in sim["rho"]])
+        la_mc = angle_exponent_mc(p, n=n, d=exponent_width, n_networks=exponent_networks, seed=seed)
+        la = angle_exponent(p)
+        row = {
+            "alpha_A": aA,
+            "alpha_M": aM,
+            "sigma_w": sw,
+            "phase": "ordered" if la < 0 else "chaotic",
+            "max_abs_rho_diff": float(np.max(np.abs(theory.rho - sim_rho))),
+            "rho_L": {"theory": float(theory.rho[-1]), "simulation": sim["rho"][-1].to_json()},
+            "rho_theory": theory.rho.tolist(),
+            "rho_simulation": sim_rho.tolist(),
+            "lambda_a": {"theory": la, "monte_carlo": la_mc.to_json()},
+            "lambda_g": gradient_exponent(p),
+        }
+        if la < 0 and aM > 0:
+            mc = gradient_exponent_mc(
+                p, n=n, d=exponent_width, n_layers=gradient_layers, n_networks=4, seed=seed
+            )
+            row["jacobian_growth"] = {
+                "layers": gradient_layers,
+                "theory": jacobian_growth(p, n, gradient_layers),
+                "monte_carlo": mc.to_json(),
+            }
+        rows.append(row)
+    return rows

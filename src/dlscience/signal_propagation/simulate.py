@@ -1,0 +1,171 @@
+"""Monte Carlo counterparts of the maps and exponents, measured in finite random transformers (in the manner of
+neural-tangents' ``monte_carlo_kernel_fn``; Cowsik et al. 2024, Sec. 4; research note paper 1, Sec. a and b).
+
+* :func:`simulate_geometry` -- token Gram statistics (q, rho) layer by layer, mean and standard error over
+  independent networks;
+* :func:`angle_exponent_mc` -- lambda_a from one block applied to a simplex at rho = 0.99 and the collapsed
+  norm q*: log[(1 - rho') / (1 - rho)];
+* :func:`gradient_exponent_mc` -- (1/L) log(|J|_F^2 / (n d)) of the input-output Jacobian, with
+  |J|_F^2 = E_R |grad_X0 <X_L, R>|^2 over Gaussian probes R.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dlscience.errors import InputValidationError
+from dlscience.signal_propagation.maps import collapsed_fixed_point
+from dlscience.signal_propagation.model import RandomTransformer, SignalPropParams
+
+__all__ = [
+    "simplex_tokens",
+    "gram_stats",
+    "simulate_geometry",
+    "angle_exponent_mc",
+    "gradient_exponent_mc",
+    "MCEstimate",
+]
+
+
+@dataclass
+class MCEstimate:
+    """A Monte Carlo estimate: mean and standard error over ``n`` independent draws."""
+
+    mean: float
+    sem: float
+    n: int
+
+    def to_json(self) -> dict:
+        """JSON-ready content."""
+        return {"mean": self.mean, "sem": self.sem, "n": self.n}
+
+
+def _estimate(values) -> MCEstimate:
+    v = np.asarray(values, dtype=np.float64)
+    sem = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+    return MCEstimate(float(v.mean()), sem, len(v))
+
+
+def simplex_tokens(n: int, d: int, q: float, rho: float, generator: torch.Generator) -> torch.Tensor:
+    """n tokens in R^d with squared norm q d and pairwise cosine exactly rho (a random regular simplex):
+    x_i = sqrt(q d) (sqrt(rho) e_0 + sqrt(1 - rho) e_i) for random orthonormal e_0..e_n. Returns (n, d) float64.
+
+    Raises
+    ------
+    InputValidationError
+        If rho is outside [0, 1], q <= 0, or d < n + 1.
+    """
+    if not 0 <= rho <= 1 or q <= 0 or d < n + 1:
+        raise InputValidationError(
+            f"need 0 <= rho <= 1, q > 0 and d >= n + 1, got rho={rho}, q={q}, d={d}, n={n}"
+        )
+    e, _ = torch.linalg.qr(torch.randn(d, n + 1, generator=generator, dtype=torch.float64))
+    e = e.T
+    return math.sqrt(q * d) * (math.sqrt(rho) * e[0] + math.sqrt(1 - rho) * e[1:])
+
+
+def gram_stats(x: torch.Tensor) -> tuple[float, float]:
+    """(q, rho) of tokens x (n, d): mean squared norm / d and mean pairwise cosine."""
+    n, d = x.shape
+    g = (x @ x.T).double()
+    q = float(g.diagonal().mean() / d)
+    norms = g.diagonal().sqrt()
+    cos = g / (norms[:, None] * norms[None, :])
+    rho = float(cos[~torch.eye(n, dtype=torch.bool)].mean())
+    return q, rho
+
+
+def simulate_geometry(
+    params: SignalPropParams,
+    *,
+    n: int = 16,
+    d: int = 1024,
+    n_layers: int = 30,
+    q0: float = 1.0,
+    rho0: float = 0.3,
+    n_networks: int = 4,
+    seed: int = 0,
+) -> dict:
+    """(q, rho) per layer in finite random networks started from a simplex (q0, rho0).
+
+    Returns
+    -------
+    dict
+        ``q``, ``rho``: lists of :class:`MCEstimate` (L + 1 entries, index 0 = input); settings.
+    """
+    qs, rhos = [], []
+    for k in range(n_networks):
+        g = torch.Generator().manual_seed(seed * 1000 + k)
+        x = simplex_tokens(n, d, q0, rho0, g)
+        net = RandomTransformer(d, n_layers, params, seed=seed * 1000 + k).double()
+        with torch.no_grad():
+            states = net(x, return_all=True)
+        stats = [gram_stats(s) for s in states]
+        qs.append([s[0] for s in stats])
+        rhos.append([s[1] for s in stats])
+    qs, rhos = np.array(qs), np.array(rhos)
+    return {
+        "q": [_estimate(qs[:, i]) for i in range(n_layers + 1)],
+        "rho": [_estimate(rhos[:, i]) for i in range(n_layers + 1)],
+        "settings": {"n": n, "d": d, "n_layers": n_layers, "q0": q0, "rho0": rho0, "n_networks": n_networks},
+    }
+
+
+def angle_exponent_mc(
+    params: SignalPropParams,
+    *,
+    n: int = 16,
+    d: int = 512,
+    rho: float = 0.99,
+    n_networks: int = 20,
+    seed: int = 0,
+) -> MCEstimate:
+    """lambda_a from one block: log[(1 - rho') / (1 - rho)] for a simplex at cosine ``rho`` and the collapsed
+    norm q* (q = 1 for identity residuals), averaged over ``n_networks`` random blocks."""
+    q = collapsed_fixed_point(params)[0] if params.residual == "complementary" else 1.0
+    vals = []
+    for k in range(n_networks):
+        g = torch.Generator().manual_seed(seed * 1000 + k)
+        x = simplex_tokens(n, d, q, rho, g)
+        block = RandomTransformer(d, 1, params, seed=seed * 1000 + k).double()
+        with torch.no_grad():
+            _, rho1 = gram_stats(block(x))
+        _, rho0 = gram_stats(x)
+        vals.append(math.log((1 - rho1) / (1 - rho0)))
+    return _estimate(vals)
+
+
+def gradient_exponent_mc(
+    params: SignalPropParams,
+    *,
+    n: int = 16,
+    d: int = 512,
+    n_layers: int = 12,
+    rho0: float = 1.0,
+    n_networks: int = 8,
+    n_probes: int = 4,
+    seed: int = 0,
+) -> MCEstimate:
+    """(1/L) log(|J|_F^2 / (n d)) of L random blocks at a simplex input (default: the collapsed state at q*),
+    with |J|_F^2 estimated by Gaussian probes R as E_R |grad_X0 <X_L, R>|^2.
+
+    Compare with :func:`~dlscience.signal_propagation.maps.jacobian_growth` (same L and n).
+    """
+    q = collapsed_fixed_point(params)[0] if params.residual == "complementary" else 1.0
+    vals = []
+    for k in range(n_networks):
+        g = torch.Generator().manual_seed(seed * 1000 + k)
+        x0 = simplex_tokens(n, d, q, rho0, g).requires_grad_(True)
+        net = RandomTransformer(d, n_layers, params, seed=seed * 1000 + k).double()
+        out = net(x0)
+        sq = 0.0
+        for _ in range(n_probes):
+            r = torch.randn(out.shape, generator=g, dtype=torch.float64)
+            (grad,) = torch.autograd.grad((out * r).sum(), x0, retain_graph=True)
+            sq += float((grad**2).sum()) / n_probes
+        vals.append(math.log(sq / (n * d)) / n_layers)
+    return _estimate(vals)
