@@ -35,7 +35,7 @@ def test_model_shapes_and_token_norms():
     tokens, _, _ = corpus.batch("train", 4, 12, 0.15, torch.Generator().manual_seed(1))
     assert model(tokens).shape == (4, 12, corpus.vocab_size)
     q = (model.inputs(tokens) ** 2).sum(-1).mean() / CFG.width
-    assert 0.7 < float(q) < 1.3  # embeddings enter the blocks with q about 1
+    assert 0.7 < float(q.detach()) < 1.3  # embeddings enter the blocks with q about 1
 
 
 def test_grid_runs_resumes_and_summarises(tmp_path):
@@ -52,7 +52,7 @@ def test_grid_runs_resumes_and_summarises(tmp_path):
 def test_summary_statistics():
     """Loss rising with the exponents' distance from 0 gives Spearman 1; the best point is named."""
     pts = [
-        {"alpha": a, "sigma_w": 1.0, "lambda_a": la, "jacobian_growth_mc": 0.0, "test_loss": 1 + abs(la)}
+        {"alpha": a, "sigma_w": 1.0, "lambda_a": la, "jacobian_growth_mc": la / 2, "test_loss": 1 + abs(la)}
         for a, la in zip([0.1, 0.2, 0.3, 0.4], [-0.5, -0.1, 0.05, 0.8], strict=True)
     ]
     s = summarise(pts)

@@ -163,7 +163,7 @@ def train_point(corpus: CharCorpus, cfg: TrainabilityConfig, alpha: float, sigma
         opt.step()
         sched.step()
         if step % 100 == 0 or step == cfg.steps - 1:
-            losses.append([step, float(loss)])
+            losses.append([step, loss.item()])
     test_gen = torch.Generator().manual_seed(12345)
     total, count = 0.0, 0
     with torch.no_grad():
