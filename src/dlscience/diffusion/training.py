@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dlscience.checkpoint import TrainingCheckpoint, record_loss
 from dlscience.data import load_images
 from dlscience.diffusion.networks import ARCHITECTURES, NetworkDenoiser, build_network
 from dlscience.diffusion.schedule import alpha_bar
@@ -156,35 +157,22 @@ def train(config: TrainConfig, out: str | Path, *, progress: bool = True, device
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: config.lr_decay**step)
     gen = torch.Generator().manual_seed(config.seed + 1)
-    state = {"step": 0, "losses": [], "seconds": 0.0}
     out = Path(out)
-    ckpt = out / "checkpoint.pt"
-    fingerprint = _fingerprint(config)
-    if ckpt.exists():
-        saved = load_torch(ckpt)
-        if saved["fingerprint"] != fingerprint:
-            raise UserError(f"{out} holds a training run with other settings; choose another --out")
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        sched.load_state_dict(saved["scheduler"])
-        gen.set_state(saved["generator"])
-        state = saved["state"]
+    ckpt = TrainingCheckpoint(
+        out / "checkpoint.pt",
+        _fingerprint(config),
+        model=model,
+        optimizer=opt,
+        scheduler=sched,
+        generator=gen,
+    )
+    state, _ = ckpt.restore(
+        {"step": 0, "losses": [], "seconds": 0.0},
+        other_settings=f"{out} holds a training run with other settings; choose another --out",
+    )
     out.mkdir(parents=True, exist_ok=True)
     images = ds.images.to(device)
     labels = ds.labels.to(device)
-
-    def save():
-        save_torch(
-            ckpt,
-            {
-                "fingerprint": fingerprint,
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "generator": gen.get_state(),
-                "state": state,
-            },
-        )
 
     from tqdm.auto import tqdm
 
@@ -197,7 +185,6 @@ def train(config: TrainConfig, out: str | Path, *, progress: bool = True, device
         dynamic_ncols=True,
     )
     model.train()
-    window: list[float] = []
     t0 = time.perf_counter()
     try:
         while state["step"] < config.steps:
@@ -214,16 +201,13 @@ def train(config: TrainConfig, out: str | Path, *, progress: bool = True, device
             opt.step()
             sched.step()
             state["step"] += 1
-            window.append(loss.item())
-            if len(window) == 50 or state["step"] == config.steps:
-                state["losses"].append([state["step"], sum(window) / len(window)])
+            if record_loss(state, loss.item(), final=state["step"] == config.steps):
                 bar.set_postfix(loss=f"{state['losses'][-1][1]:.4f}")
-                window = []
             bar.update(1)
             if state["step"] % config.checkpoint_every == 0 or state["step"] == config.steps:
                 state["seconds"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                save()
+                ckpt.save(state)
     finally:
         bar.close()
     save_torch(

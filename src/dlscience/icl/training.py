@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from dlscience.checkpoint import TrainingCheckpoint, record_loss
 from dlscience.errors import InputValidationError, UserError
 from dlscience.icl.dmmse import DiscreteMMSE
 from dlscience.icl.metrics import eval_batches, evaluate
@@ -182,24 +183,25 @@ def train(config: ICLConfig, out: str | Path, *, progress: bool = True) -> dict:
         opt, lambda s: triangle_lr(s, cfg.steps, 1.0, cfg.warmup_fraction)
     )
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    state = {"step": 0, "losses": [], "window": [], "evals": [], "seconds": 0.0}
     out = Path(out)
-    ckpt = out / "checkpoint.pt"
-    fingerprint = _fingerprint(cfg)
-    if ckpt.exists():
-        saved = load_torch(ckpt)
-        if saved["fingerprint"] != fingerprint:
-            raise UserError(f"{out} holds an ICL run with other settings; choose another --out")
-        if saved["steps"] != cfg.steps:
-            raise UserError(
-                f"{out} was started with --steps {saved['steps']} (the learning-rate triangle depends on it); "
-                "resume with the same --steps or use another --out"
-            )
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        sched.load_state_dict(saved["scheduler"])
-        gen.set_state(saved["generator"])
-        state = saved["state"]
+    ckpt = TrainingCheckpoint(
+        out / "checkpoint.pt",
+        _fingerprint(cfg),
+        model=model,
+        optimizer=opt,
+        scheduler=sched,
+        generator=gen,
+        extra={"steps": cfg.steps},
+    )
+    state, extra = ckpt.restore(
+        {"step": 0, "losses": [], "evals": [], "seconds": 0.0},
+        other_settings=f"{out} holds an ICL run with other settings; choose another --out",
+    )
+    if extra and extra["steps"] != cfg.steps:
+        raise UserError(
+            f"{out} was started with --steps {extra['steps']} (the learning-rate triangle depends on it); "
+            "resume with the same --steps or use another --out"
+        )
     out.mkdir(parents=True, exist_ok=True)
 
     estimators = {"transformer": model, **baselines(task)}
@@ -216,26 +218,11 @@ def train(config: ICLConfig, out: str | Path, *, progress: bool = True) -> dict:
             row[d] = ev.to_json()
         return row
 
-    def save():
-        save_torch(
-            ckpt,
-            {
-                "fingerprint": fingerprint,
-                "steps": cfg.steps,
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "generator": gen.get_state(),
-                "state": state,
-            },
-        )
-
     from tqdm.auto import tqdm
 
     m = "inf" if cfg.n_tasks is None else cfg.n_tasks
     bar = tqdm(total=cfg.steps, initial=state["step"], disable=not progress, unit="step", desc=f"icl M={m}")
     model.train()
-    window: list[float] = state["window"]  # losses since the last logged mean (checkpointed)
     t0 = time.perf_counter()
     try:
         if not state["evals"]:
@@ -248,10 +235,7 @@ def train(config: ICLConfig, out: str | Path, *, progress: bool = True) -> dict:
             opt.step()
             sched.step()
             state["step"] += 1
-            window.append(loss.item())
-            if len(window) == 50 or state["step"] == cfg.steps:
-                state["losses"].append([state["step"], sum(window) / len(window)])
-                window.clear()
+            record_loss(state, loss.item(), final=state["step"] == cfg.steps)
             if state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps:
                 state["evals"].append(run_eval())
                 ev = state["evals"][-1]["true"]["delta"]
@@ -264,7 +248,7 @@ def train(config: ICLConfig, out: str | Path, *, progress: bool = True) -> dict:
             if state["step"] % cfg.checkpoint_every == 0 or state["step"] == cfg.steps:
                 state["seconds"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                save()
+                ckpt.save(state)
     finally:
         bar.close()
     save_torch(out / "model.pt", {"config": asdict(cfg), "model": model.state_dict()})
