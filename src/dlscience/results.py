@@ -59,18 +59,20 @@ def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], None]) -
 
 
 def _jsonable(x: Any):
+    if isinstance(x, float | np.floating) and not np.isfinite(x):
+        return None  # strict JSON has no NaN or inf
     if isinstance(x, dict):
         return {str(k): _jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
     if isinstance(x, (np.generic,)):
-        return x.item()
+        return _jsonable(x.item())
     if isinstance(x, np.ndarray):
-        return x.tolist()
+        return _jsonable(x.tolist())
     if isinstance(x, Path):
         return str(x)
     if hasattr(x, "tolist"):  # torch tensors
-        return x.tolist()
+        return _jsonable(x.tolist())
     return x
 
 

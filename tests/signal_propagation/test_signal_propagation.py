@@ -115,7 +115,7 @@ def test_attention_overlaps_limits():
 
 
 def test_angle_exponent_formula_and_estimator():
-    """Check 6: lambda_a's closed form against the one-block estimator (rho = 0.99), the note's edge-of-chaos
+    """Check 6: lambda_a's closed form against the one-block estimator (rho = 0.999), the note's edge-of-chaos
     values, and independence of sigma_A."""
     p = SignalPropParams(0.5, 0.5, 1.0, 2.0)
     mc = angle_exponent_mc(p, n=16, d=512, n_networks=12)

@@ -126,6 +126,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layers", type=int, default=30, help="L for the geometry")
     p.add_argument("--networks", type=int, default=4, help="networks per geometry estimate")
     p.add_argument("--exponent-networks", type=int, default=40, help="blocks per lambda_a estimate")
+    p.add_argument(
+        "--exponent-width", type=int, default=512, help="d of the blocks that estimate the exponents"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed")
     p.add_argument("--out", default="out/sigprop-simulate", help="output folder")
     p.set_defaults(func=_run_simulate)
@@ -223,6 +226,7 @@ def _run_simulate(args: argparse.Namespace) -> None:
             raise InputValidationError("--settings must look like 0.5,0.5,3;0.3,0.7,4") from None
     rows = theory_vs_simulation(settings, sigma_A=args.sigma_A, width=args.width, n_layers=args.layers,
                                 n_networks=args.networks, exponent_networks=args.exponent_networks,
+        exponent_width=args.exponent_width,
                                 seed=args.seed)  # fmt: skip
     lines = [
         f"| alpha_A | alpha_M | sigma_w | phase | rho_L maps | rho_L sim | max abs rho diff (L <= {args.layers}) | "

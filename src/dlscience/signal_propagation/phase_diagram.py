@@ -62,7 +62,8 @@ def phase_diagram(
     Returns
     -------
     dict
-        ``alpha``, ``sigma_w`` (lists), ``lambda_a``, ``lambda_g`` (lists of rows, sigma_w x alpha),
+        ``alpha``, ``sigma_w`` (lists), ``lambda_a``, ``lambda_g`` (lists of rows, sigma_w x alpha; lambda_g is
+        NaN in the chaotic phase, where the collapsed state it linearises around is unstable),
         ``edge_of_chaos`` (per alpha, the sigma_w where lambda_a changes sign, by linear interpolation on the
         grid; None when it does not) and optionally ``rho_L``.
     """
@@ -74,7 +75,8 @@ def phase_diagram(
         for i, s in enumerate(sigma_ws):
             p = SignalPropParams(a, a, sigma_A, s, nonlinearity=nonlinearity, residual=residual)
             la[i, j] = angle_exponent(p)
-            lg[i, j] = gradient_exponent(p)
+            if la[i, j] <= 0:  # the formula linearises around the collapsed state: ordered phase only
+                lg[i, j] = gradient_exponent(p)
             if geometry_layers:
                 rho_L[i, j] = iterate_maps(1.0, rho0, p, geometry_layers, n, n_samples=400).rho[-1]
     edge = []
