@@ -39,7 +39,7 @@ def test_checkpoint_round_trip_and_refusal(tmp_path):
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     gen = torch.Generator().manual_seed(3)
-    ck = TrainingCheckpoint(tmp_path / "c.pt", "abc", model=model, optimizer=opt, scheduler=sched, generator=gen,
+    ck = TrainingCheckpoint(tmp_path / "c.pt", {"lr": 1}, model=model, optimizer=opt, scheduler=sched, generator=gen,
                             extra={"steps": 7})  # fmt: skip
     state, extra = ck.restore({"step": 0, "losses": []}, other_settings="nope")
     assert state == {"step": 0, "losses": [], "window": []} and extra == {}
@@ -51,11 +51,11 @@ def test_checkpoint_round_trip_and_refusal(tmp_path):
     ck.save(state)
     expected = torch.randn(2, generator=gen)
     gen2 = torch.Generator().manual_seed(99)
-    ck2 = TrainingCheckpoint(tmp_path / "c.pt", "abc", model=torch.nn.Linear(2, 1), optimizer=opt, scheduler=sched,
+    ck2 = TrainingCheckpoint(tmp_path / "c.pt", {"lr": 1}, model=torch.nn.Linear(2, 1), optimizer=opt, scheduler=sched,
                              generator=gen2)  # fmt: skip
     state2, extra2 = ck2.restore({}, other_settings="nope")
     assert state2 == state and extra2 == {"steps": 7}
     assert torch.equal(torch.randn(2, generator=gen2), expected)
-    with pytest.raises(UserError, match="other run"):
-        TrainingCheckpoint(tmp_path / "c.pt", "xyz", model=model, optimizer=opt, scheduler=sched,
+    with pytest.raises(UserError, match=r"other run \(differs: lr 1 -> 2\)"):
+        TrainingCheckpoint(tmp_path / "c.pt", {"lr": 2}, model=model, optimizer=opt, scheduler=sched,
                            generator=gen).restore({}, other_settings="other run")  # fmt: skip

@@ -8,6 +8,8 @@ same loss curve as an uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 from dlscience.errors import UserError
@@ -23,8 +25,9 @@ class TrainingCheckpoint:
     ----------
     path : path
         The checkpoint file (written atomically).
-    fingerprint : str
-        Hash of the settings that must match for a resume.
+    settings : dict
+        The settings that must match for a resume (JSON-serialisable); their hash is the fingerprint, and a
+        refused resume names the ones that differ.
     model, optimizer, scheduler : torch objects with ``state_dict`` / ``load_state_dict``
     generator : torch.Generator
         The data (and noise) stream.
@@ -32,11 +35,12 @@ class TrainingCheckpoint:
         Further values saved beside the states (e.g. the planned number of steps).
     """
 
-    def __init__(self, path, fingerprint: str, *, model, optimizer, scheduler, generator, extra=None):
+    def __init__(self, path, settings: dict, *, model, optimizer, scheduler, generator, extra=None):
         self.path = Path(path)
-        self.fingerprint = fingerprint
+        self.fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
         self.model, self.optimizer, self.scheduler, self.generator = model, optimizer, scheduler, generator
         self.extra = dict(extra or {})
+        self.settings = dict(settings)
 
     def restore(self, default_state: dict, *, other_settings: str) -> tuple[dict, dict]:
         """Load the checkpoint if it exists.
@@ -59,7 +63,9 @@ class TrainingCheckpoint:
             return {**default_state, "window": []}, {}
         saved = load_torch(self.path)
         if saved.get("fingerprint") != self.fingerprint:
-            raise UserError(other_settings)
+            old = saved.get("settings") or {}
+            diffs = [f"{k} {old[k]!r} -> {v!r}" for k, v in self.settings.items() if k in old and old[k] != v]
+            raise UserError(other_settings + (f" (differs: {', '.join(diffs)})" if diffs else ""))
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
@@ -80,6 +86,7 @@ class TrainingCheckpoint:
                 "generator": self.generator.get_state(),
                 "state": state,
                 "extra": self.extra,
+                "settings": self.settings,
             },
         )
 

@@ -26,7 +26,12 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Show "(default: ...)" only for real defaults (not None, False or a required option)."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False) or action.required or "default" in (action.help or ""):
+        if (
+            action.default is None
+            or action.default is False
+            or action.required
+            or "default" in (action.help or "")
+        ):
             return action.help
         return super()._get_help_string(action)
 
@@ -53,8 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("dlscience: interrupted", file=sys.stderr)
+        return 130
     try:
         args.func(args)
     except UserError as exc:

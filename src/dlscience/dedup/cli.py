@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from dlscience.cli import HelpFormatter
@@ -20,13 +21,20 @@ def _eps_list(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"--eps must be comma-separated numbers, got {text!r}") from None
 
 
-def _embedding_options(p: argparse.ArgumentParser) -> None:
+def _embedding_options(p: argparse.ArgumentParser, text: bool = False) -> None:
     p.add_argument(
         "embeddings",
-        help="embeddings: a .npy (N, d) float file (memory-mapped), a .parquet file with a list column, or a "
+        metavar="INPUT" if text else "EMBEDDINGS",
+        help=("texts (.jsonl, .txt, or .parquet with a --text-field column) or " if text else "")
+        + "embeddings: a .npy (N, d) float file (memory-mapped), a .parquet file with a list column, or a "
         "folder written by `semdedup embed`",
     )
-    p.add_argument("--out", required=True, help="output folder (resumable; see `semdedup run --help`)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder; repeating the command continues an interrupted run there, and a folder holding "
+        "results of other inputs or settings is refused",
+    )
     p.add_argument("--column", default="embedding", help="parquet column holding the vectors")
     p.add_argument(
         "--id-column", default=None, help="parquet column holding the ids (default: 'id' if present)"
@@ -57,7 +65,7 @@ def _dedup_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--eps",
         type=_eps_list,
-        default=(0.001, 0.01, 0.05, 0.1),
+        default="0.001,0.01,0.05,0.1",
         help="comma-separated thresholds in (0, 1]: remove an item when its cosine similarity to an "
         "earlier-ranked member of its cluster exceeds 1 - eps (all from one pass)",
     )
@@ -157,11 +165,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Outputs as for `semdedup dedup`; repeat the command to resume.",
         formatter_class=HelpFormatter,
     )
-    _embedding_options(p)
+    _embedding_options(p, text=True)
     _cluster_options(p)
     _dedup_options(p)
     p.add_argument("--text-field", default="text", help="for text input: jsonl key / parquet column")
-    p.add_argument("--id-field", default=None, help="for text input: id key / column")
+    p.add_argument(
+        "--id-field", default=None, help="for text input: id key / column (for embeddings: --id-column)"
+    )
     p.add_argument("--model", default=None, help="for text input: sentence-transformers model folder")
     p.add_argument("--batch-size", type=int, default=64, help="for text input: texts per forward pass")
     p.set_defaults(func=_run_all)
@@ -216,13 +226,21 @@ def _run_dedup(args: argparse.Namespace, embeddings=None) -> None:
     print(f"wrote {args.out}/semdedup.parquet, summary.json, summary.png, examples.json")
 
 
-def _is_text(path: Path, column: str) -> bool:
+def _is_text(path: Path, column: str, text_field: str) -> bool:
     if path.is_dir() or path.suffix == ".npy":
         return False
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return column not in pq.read_schema(path).names
+        names = pq.read_schema(path).names
+        if column in names:
+            return False
+        if text_field in names:
+            return True
+        raise UserError(
+            f"{path}: neither an embedding column {column!r} (--column) nor a text column {text_field!r} "
+            f"(--text-field); columns: {names}"
+        )
     return True
 
 
@@ -232,7 +250,7 @@ def _run_all(args: argparse.Namespace) -> None:
     path = Path(args.embeddings)
     if not path.exists():
         raise UserError(f"no input at {path}")
-    if _is_text(path, args.column):
+    if _is_text(path, args.column, args.text_field):
         from dlscience.dedup.embed import embed_folder
         from dlscience.dedup.inputs import read_texts
 
@@ -258,8 +276,11 @@ def _run_extract(args: argparse.Namespace) -> None:
     table = extract(args.out, eps)
     out = Path(args.out)
     texts = None
-    if (out / "embed" / "items.parquet").exists():
-        texts = pq.read_table(out / "embed" / "items.parquet").column("text")
+    manifest = out / "manifest.json"
+    items = json.loads(manifest.read_text()).get("items") if manifest.exists() else None
+    items = Path(items) if items else out / "embed" / "items.parquet"
+    if items.exists():
+        texts = pq.read_table(items).column("text")
     for e in eps:
         keep = table.column(eps_column(e)).to_numpy(zero_copy_only=False)
         kept = table.select(["id"]).filter(keep)

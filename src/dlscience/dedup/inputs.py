@@ -276,8 +276,10 @@ def read_texts(path: str | Path, *, text_field: str = "text", id_field: str | No
                         f"{path}:{lineno}: no string field {text_field!r}; pass --text-field NAME"
                     )
                 texts.append(obj[text_field])
+                if id_field is not None and id_field not in obj:
+                    raise InputValidationError(f"{path}:{lineno}: no id field {id_field!r} (--id-field)")
                 key = id_field or ("id" if "id" in obj else None)
-                ids.append(obj.get(key, len(ids)) if key else len(ids))
+                ids.append(obj[key] if key else len(ids))
     elif path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -287,6 +289,8 @@ def read_texts(path: str | Path, *, text_field: str = "text", id_field: str | No
         texts = table.column(text_field).to_pylist()
         if any(not isinstance(t, str) for t in texts):
             raise InputValidationError(f"{path}: column {text_field!r} has a null or non-string value")
+        if id_field is not None and id_field not in table.column_names:
+            raise InputValidationError(f"{path}: no id column {id_field!r} (columns: {table.column_names})")
         key = id_field or ("id" if "id" in table.column_names else None)
         ids = table.column(key).to_pylist() if key else list(range(len(texts)))
     else:

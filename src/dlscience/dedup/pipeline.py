@@ -92,8 +92,9 @@ class SemDeDupConfig:
         """
         k = default_n_clusters(n) if self.n_clusters is None else int(self.n_clusters)
         if not 1 <= k <= n:
+            fix = "lower n_clusters (--n-clusters)" if k > n else "n_clusters (--n-clusters) must be positive"
             raise InputValidationError(
-                f"n_clusters must be between 1 and the number of items ({n}), got {k}; lower --n-clusters"
+                f"n_clusters must be between 1 and the number of items ({n}), got {k}; {fix}"
             )
         if self.order not in ORDERS:
             raise InputValidationError(f"order must be one of {ORDERS}, got {self.order!r}")
@@ -410,6 +411,10 @@ def run_semdedup(
     out = Path(out)
     n, d = embeddings.vectors.shape
     cfg = config.validated(n)
+    if workers is not None and workers < 1:
+        raise InputValidationError(f"--workers must be >= 1 (default: one per CPU core), got {workers}")
+    if stage not in ("cluster", "all"):
+        raise InputValidationError(f"stage must be 'cluster' or 'all', got {stage!r}")
     vectors = embeddings.vectors
     src = getattr(vectors, "filename", None)
     inputs = {
@@ -429,8 +434,8 @@ def run_semdedup(
         if old.get("cluster_fingerprint") != cluster_fp or old.get("dedup_fingerprint") != dedup_fp:
             if not overwrite:
                 raise UserError(
-                    f"{out} holds SemDeDup results of other inputs or settings; use another --out, or "
-                    "--overwrite to replace them"
+                    f"{out} holds SemDeDup results of other inputs or settings ({_differences(old, inputs, cfg)}); "
+                    "repeat the earlier settings, use another --out, or --overwrite to replace them"
                 )
             for name in (
                 "clusters",
@@ -451,6 +456,9 @@ def run_semdedup(
         }
     )
     manifest.setdefault("timings", {})
+    source = Path(embeddings.source)
+    if source.is_dir() and (source / "items.parquet").exists():  # an embed folder: texts for `extract`
+        manifest["items"] = str((source / "items.parquet").resolve())
     if src is None:
         vectors_path = out / "vectors.npy"
         if not vectors_path.exists():
@@ -519,6 +527,21 @@ def run_semdedup(
     manifest["done"] = True
     write_json(manifest_path, manifest)
     return summary
+
+
+def _differences(old: dict, inputs: dict, cfg: SemDeDupConfig) -> str:
+    """Which inputs or settings differ from those recorded in a manifest, e.g. ``n_clusters 8 -> 22``."""
+    diffs = []
+    if old.get("inputs", {}).get("vectors_sha256") != inputs["vectors_sha256"]:
+        diffs.append("the embeddings")
+    if old.get("inputs", {}).get("ids_sha256") != inputs["ids_sha256"]:
+        diffs.append("the ids")
+    new = asdict(cfg)
+    for key in ("n_clusters", "seed", "n_iter", "max_points_per_centroid", "order"):
+        before = old.get("config", {}).get(key)
+        if before != new[key]:
+            diffs.append(f"{key} {before} -> {new[key]}")
+    return ", ".join(diffs) or "settings"
 
 
 def _run_tasks(todo, src, cdir, fingerprint, block_size, workers, scheduler, n, progress):

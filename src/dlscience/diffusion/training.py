@@ -13,8 +13,6 @@ reaches exactly the state an uninterrupted run would.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -111,11 +109,13 @@ def training_images(config: TrainConfig, data_dir: str | None = None):
     )
 
 
-def _fingerprint(config: TrainConfig) -> str:
+def _resume_settings(config: TrainConfig) -> dict:
+    """The settings a resumed run must share (a run may be extended to more steps and resumed from another
+    data folder)."""
     d = asdict(config)
     for key in ("data_dir", "download", "steps", "checkpoint_every"):
-        d.pop(key)  # a run may be extended to more steps and resumed from another data folder
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        d.pop(key)
+    return d
 
 
 def train(config: TrainConfig, out: str | Path, *, progress: bool = True, device: str = "cpu") -> dict:
@@ -160,7 +160,7 @@ def train(config: TrainConfig, out: str | Path, *, progress: bool = True, device
     out = Path(out)
     ckpt = TrainingCheckpoint(
         out / "checkpoint.pt",
-        _fingerprint(config),
+        _resume_settings(config),
         model=model,
         optimizer=opt,
         scheduler=sched,

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from dlscience.cli import HelpFormatter
+from dlscience.errors import InputValidationError
 
 __all__ = ["register"]
 
@@ -91,7 +92,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "OUT/checkpoint.pt, model.pt and log.json; repeat the command to resume.",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--tasks", type=_tasks_one, default=None, help="M, pool size (an integer, 2^k, or inf)")
+    p.add_argument(
+        "--tasks", type=_tasks_one, default=None, help="M, pool size: an integer, 2^k, or inf (default inf)"
+    )
     _common(p)
     p.set_defaults(func=_run_train)
     p = cmds.add_parser(
@@ -151,11 +154,18 @@ def _run_baselines(args: argparse.Namespace) -> None:
     from dlscience.icl.tasks import NoisyLinearRegression
     from dlscience.icl.training import baselines
 
+    tasks = parse_tasks(args.tasks)
+    NoisyLinearRegression(args.n_dims, args.n_points, args.noise_variance)  # validate before printing
+    if args.samples < 1:
+        raise InputValidationError(f"--samples must be >= 1, got {args.samples}")
     risk = ridge_risk(args.n_dims, args.n_points, args.noise_variance, seed=args.seed)
     print("ridge Bayes risk / D per position: " + " ".join(f"{v:.3f}" for v in risk.tolist()))
     print(f"mean {risk.mean():.3f}\n")
+    print(
+        "mean error / D against the noiseless target; true: tasks ~ N(0, I); pretrain: tasks from the pool of M"
+    )
     print(f"{'M':>8} {'dMMSE true':>11} {'dMMSE pretrain':>15} {'ridge true':>11} {'ridge pretrain':>15}")
-    for m in parse_tasks(args.tasks):
+    for m in tasks:
         task = NoisyLinearRegression(args.n_dims, args.n_points, args.noise_variance, m, task_seed=args.seed)
         est = baselines(task)
         row = {}

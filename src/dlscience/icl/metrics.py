@@ -13,6 +13,7 @@ from itertools import combinations
 
 import torch
 
+from dlscience.errors import InputValidationError
 from dlscience.icl.estimators import ICLEstimator
 from dlscience.icl.tasks import Batch, NoisyLinearRegression
 
@@ -67,6 +68,8 @@ def eval_batches(
 ) -> list[Batch]:
     """A fixed evaluation set: ``n_samples`` sequences from ``distribution`` in batches, seeded by ``seed``
     (independent of any training stream)."""
+    if n_samples < 1 or batch_size < 1:
+        raise InputValidationError(f"evaluation needs at least one sequence, got n_samples = {n_samples}")
     g = torch.Generator().manual_seed(seed)
     sizes = [min(batch_size, n_samples - a) for a in range(0, n_samples, batch_size)]
     return [task.sample(s, g, distribution) for s in sizes]

@@ -135,13 +135,23 @@ def _table(rows, est) -> str:
         lines.append(
             f"| {_fmt_m(r['M'])} | {e['true']['transformer']:.3f} | {dm['true']} | {e['true']['ridge']:.3f} | "
             f"{e['pretrain']['transformer']:.3f} | {dm['pretrain']} | {e['pretrain']['ridge']:.3f} | "
-            f"{d.get('transformer|dmmse', float('nan')):.4f} | {d['transformer|ridge']:.4f} |"
+            f"{(format(d['transformer|dmmse'], '.4f') if 'transformer|dmmse' in d else '-')} | "
+            f"{d['transformer|ridge']:.4f} |"
         )
     star = "not crossed (" + est["status"] + ")" if est["M_star"] is None else f"2^{est['log2_M_star']:.2f}"
     lines += [
         "",
         f"Errors are per-position means / D against the noiseless target. M* = {star}; rule: {RULE}.",
     ]
+    inf = [r for r in rows if r["M"] is None]
+    if inf:
+        pt, ridge = inf[0]["mean_error"]["true"]["transformer"], inf[0]["mean_error"]["true"]["ridge"]
+        if pt > 1.5 * ridge:
+            lines += [
+                "",
+                f"Warning: at M = inf the transformer's error ({pt:.3f}) is far above ridge's ({ridge:.3f}): the "
+                "models are undertrained, so M* says little; train longer (--steps).",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -183,6 +193,9 @@ def _figure(rows, est):
         color="C2",
         label="Delta(PT, ridge)",
     )
+    for r in rows:
+        if r["M"] is None:
+            ax.semilogy([x_inf], [r["delta"]["true"]["transformer|ridge"]], "o", color="C2", mfc="none")
     if est["log2_M_star"] is not None:
         for a in axes:
             a.axvline(est["log2_M_star"], color="gray", ls=":", lw=1)

@@ -84,11 +84,15 @@ class NoisyLinearRegression:
         task_variance: float = 1.0,
     ):
         if n_dims < 1 or n_points < 1:
-            raise InputValidationError(f"n_dims and n_points must be >= 1, got {n_dims}, {n_points}")
-        if noise_variance < 0 or task_variance <= 0:
             raise InputValidationError(
-                f"noise_variance must be >= 0 and task_variance > 0, got {noise_variance}, {task_variance}"
+                f"n_dims and n_points (--n-dims, --n-points) must be >= 1, got {n_dims}, {n_points}"
             )
+        if noise_variance < 0:
+            raise InputValidationError(
+                f"noise_variance (--noise-variance) must be >= 0, got {noise_variance}"
+            )
+        if task_variance <= 0:
+            raise InputValidationError(f"task_variance must be > 0, got {task_variance}")
         if n_tasks is not None and n_tasks < 1:
             raise InputValidationError(f"n_tasks (M) must be >= 1 or infinite (None), got {n_tasks}")
         self.n_dims, self.n_points = int(n_dims), int(n_points)

@@ -16,13 +16,15 @@ def _grid(text: str) -> list[float]:
     try:
         if ":" in text:
             a, b, k = text.split(":")
+            if int(k) < 1:
+                raise ValueError
             import numpy as np
 
             return [float(v) for v in np.linspace(float(a), float(b), int(k))]
         return [float(v) for v in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected a list like 0.1,0.5 or START:STOP:NUM, got {text!r}"
+            f"expected a list like 0.1,0.5 or START:STOP:NUM with NUM >= 1, got {text!r}"
         ) from None
 
 
@@ -94,12 +96,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "OUT/phase_diagram.json and .png.",
         formatter_class=HelpFormatter,
     )
-    p.add_argument(
-        "--alphas", type=_grid, default=_grid("0.05:0.95:37"), help="alpha grid: list or START:STOP:NUM"
-    )
-    p.add_argument(
-        "--sigma-ws", type=_grid, default=_grid("0.5:6:45"), help="sigma_w grid: list or START:STOP:NUM"
-    )
+    p.add_argument("--alphas", type=_grid, default="0.05:0.95:37", help="alpha grid: list or START:STOP:NUM")
+    p.add_argument("--sigma-ws", type=_grid, default="0.5:6:45", help="sigma_w grid: list or START:STOP:NUM")
     p.add_argument("--sigma-A", type=float, default=1.0, help="attention logit standard deviation")
     p.add_argument("--nonlinearity", default="tanh", choices=("tanh", "relu", "gelu"), help="phi")
     p.add_argument(
@@ -142,8 +140,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Resumable per grid point. Writes OUT/trainability.json and .png.",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--alphas", type=_grid, default=_grid("0.1,0.3,0.5,0.7,0.9"), help="alpha grid")
-    p.add_argument("--sigma-ws", type=_grid, default=_grid("0.5,1.5,2.5,3.5,4.5,5.5"), help="sigma_w grid")
+    p.add_argument("--alphas", type=_grid, default="0.1,0.3,0.5,0.7,0.9", help="alpha grid")
+    p.add_argument("--sigma-ws", type=_grid, default="0.5,1.5,2.5,3.5,4.5,5.5", help="sigma_w grid")
     p.add_argument("--layers", type=int, default=16, help="L")
     p.add_argument("--width", type=int, default=64, help="d")
     p.add_argument("--steps", type=int, default=1500, help="Adam steps per grid point")
@@ -162,11 +160,26 @@ def _run_maps(args: argparse.Namespace) -> None:
     from dlscience.signal_propagation.simulate import simulate_geometry
 
     p = _params(args)
-    traj = maps.iterate_maps(args.q0, args.rho0, p, args.layers, args.n_tokens)
+    n = args.n_tokens
+    if n < 2 or args.layers < 1 or args.q0 <= 0 or not -1 / (n - 1) <= args.rho0 <= 1:
+        raise InputValidationError(
+            f"need --n-tokens >= 2, --layers >= 1, --q0 > 0 and --rho0 in [-1/(n-1), 1] (a cosine between n "
+            f"tokens), got {n}, {args.layers}, {args.q0}, {args.rho0}"
+        )
+    if args.simulate and (args.width < n + 1 or args.networks < 1 or args.rho0 < 0):
+        raise InputValidationError(
+            f"--simulate needs --width >= n + 1 = {n + 1}, --networks >= 1 and --rho0 >= 0, got {args.width}, "
+            f"{args.networks}, {args.rho0}"
+        )
+    traj = maps.iterate_maps(args.q0, args.rho0, p, args.layers, n)
     data = {"params": p.__dict__, "theory": {"q": traj.q.tolist(), "rho": traj.rho.tolist()}}
     if p.residual == "complementary" and (p.alpha_A or p.alpha_M):
-        data["lambda_a"], data["lambda_g"] = maps.angle_exponent(p), maps.gradient_exponent(p)
-        print(f"lambda_a = {data['lambda_a']:+.4f}   lambda_g = {data['lambda_g']:+.4f}")
+        data["lambda_a"] = maps.angle_exponent(p)
+        if data["lambda_a"] <= 0:
+            data["lambda_g"] = maps.gradient_exponent(p)
+            print(f"lambda_a = {data['lambda_a']:+.4f} (ordered)   lambda_g = {data['lambda_g']:+.4f}")
+        else:  # the gradient formula linearises around the collapsed state, unstable here
+            print(f"lambda_a = {data['lambda_a']:+.4f} (chaotic)   lambda_g: n/a in the chaotic phase")
     sim = None
     if args.simulate:
         sim = simulate_geometry(p, n=args.n_tokens, d=args.width, n_layers=args.layers, q0=args.q0,

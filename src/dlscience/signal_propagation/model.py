@@ -77,8 +77,12 @@ class SignalPropParams:
                     f"{name} must be in [0, 1] with complementary residuals (c = sqrt(1 - alpha^2)), got "
                     f"{getattr(self, name)}"
                 )
-        if self.sigma_A < 0 or self.sigma_w <= 0 or self.sigma_V <= 0:
-            raise InputValidationError("sigma_A must be >= 0 and sigma_w, sigma_V > 0")
+        if self.sigma_A < 0:
+            raise InputValidationError(f"sigma_A (--sigma-A) must be >= 0, got {self.sigma_A}")
+        if self.sigma_w <= 0:
+            raise InputValidationError(f"sigma_w (--sigma-w) must be > 0, got {self.sigma_w}")
+        if self.sigma_V <= 0:
+            raise InputValidationError(f"sigma_V must be > 0, got {self.sigma_V}")
 
     @property
     def c_A(self) -> float:

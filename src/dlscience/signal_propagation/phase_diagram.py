@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dlscience.errors import InputValidationError
 from dlscience.signal_propagation.maps import (
     angle_exponent,
     gradient_exponent,
@@ -68,6 +69,8 @@ def phase_diagram(
         grid; None when it does not) and optionally ``rho_L``.
     """
     alphas, sigma_ws = [float(a) for a in alphas], [float(s) for s in sigma_ws]
+    if not alphas or not sigma_ws:
+        raise InputValidationError("the phase diagram needs at least one alpha and one sigma_w")
     la = np.full((len(sigma_ws), len(alphas)), np.nan)
     lg = np.full_like(la, np.nan)
     rho_L = np.full_like(la, np.nan) if geometry_layers else None
