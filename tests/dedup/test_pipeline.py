@@ -196,3 +196,23 @@ def test_text_run_with_the_bundled_minilm(tmp_path, capsys):
     assert kept["c"] and kept["d"] and sum(kept[k] for k in "abe") == 1
     examples = json.loads((out / "examples.json").read_text())["examples"]
     assert any("cat" in e["text"] and "cat" in e["max_text"] for e in examples)
+
+
+def test_regressions_from_a_new_user_trial(planted, tmp_path, capsys):
+    """Bad --workers fails before writing; a refused resume names the differing setting; explicit id fields and
+    parquet columns that do not exist are errors, not silent fallbacks."""
+    path, _ = planted
+    with pytest.raises(InputValidationError, match="--workers must be >= 1"):
+        run_semdedup(open_embeddings(path), tmp_path / "w", CFG, workers=0, progress=False)
+    assert not (tmp_path / "w").exists()
+    run_semdedup(open_embeddings(path), tmp_path / "c", CFG, stage="cluster", progress=False)
+    with pytest.raises(UserError, match="n_clusters 12 -> 42"):
+        run_semdedup(
+            open_embeddings(path), tmp_path / "c", SemDeDupConfig(n_clusters=None, seed=3), progress=False
+        )
+    (tmp_path / "t.jsonl").write_text('{"id": "a", "text": "x"}\n')
+    with pytest.raises(InputValidationError, match="no id field 'doc'"):
+        read_texts(tmp_path / "t.jsonl", id_field="doc")
+    pq.write_table(pa.table({"id": [1], "vec": [[1.0, 2.0]]}), tmp_path / "v.parquet")
+    code, _, err = _cli(capsys, "semdedup", "run", str(tmp_path / "v.parquet"), "--out", str(tmp_path / "o"))
+    assert code == 2 and "neither an embedding column 'embedding'" in err and not (tmp_path / "o").exists()

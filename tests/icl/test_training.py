@@ -95,6 +95,8 @@ def test_sweep_writes_table_figure_and_reuses_runs(tmp_path):
     assert (tmp_path / "sweep.png").stat().st_size > 1000
     table = (tmp_path / "table.md").read_text()
     assert "| inf |" in table and "rule:" in table
+    assert "Warning: at M = inf" in table  # 4 steps: far from ridge, and the table says so
+    assert "| - |" in table.split("| inf |")[1].splitlines()[0] + "|"  # no dMMSE at M = inf
     mtime = (tmp_path / "M=4" / "model.pt").stat().st_mtime_ns
     run_sweep([4], base, tmp_path, progress=False)
     assert (tmp_path / "M=4" / "model.pt").stat().st_mtime_ns >= mtime

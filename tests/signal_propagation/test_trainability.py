@@ -60,3 +60,13 @@ def test_summary_statistics():
     assert s["best"]["alpha"] == 0.3 and s["distance_rank_of_best"] == 0
     pts[0]["test_loss"] = None  # diverged: counts as the worst
     assert np.isfinite(summarise(pts)["spearman_loss_vs_distance"])
+
+
+def test_cli_refuses_impossible_geometry_before_writing(tmp_path, capsys):
+    from dlscience.cli import main
+
+    assert main(["sigprop", "maps", "--rho0", "1.5", "--out", str(tmp_path / "m")]) == 2
+    assert "--rho0 in [-1/(n-1), 1]" in capsys.readouterr().err and not (tmp_path / "m").exists()
+    with pytest.raises(SystemExit):
+        main(["sigprop", "phase-diagram", "--sigma-ws", "1:2:0", "--out", str(tmp_path / "p")])
+    assert not (tmp_path / "p").exists()
