@@ -108,3 +108,34 @@ def test_interrupted_comparison_resumes_to_the_same_result(gen, tmp_path, monkey
     torch.testing.assert_close(resumed.network, full.network, rtol=0, atol=0)
     with pytest.raises(UserError, match="other settings"):
         compare(els, machines, n_seeds=3, seed=5, checkpoint=ckpt, fingerprint="b")
+
+
+def test_interrupted_calibration_resumes_to_the_same_result(gen, tmp_path):
+    import pytest
+
+    from dlscience.errors import UserError
+
+    imgs = torch.rand(8, 1, 8, 8, generator=gen) * 2 - 1
+    network = ELSDenoiser(imgs, PatchSchedule((3,) * 10 + (5,) * 10), "zeros", precision="float64")
+
+    def machine_for(P):
+        return ELSDenoiser(imgs, P, "zeros", precision="float64")
+
+    kw = {"candidates": (3, 5), "n_samples": 2, "seed": 4}
+    full = calibrate(network, machine_for, **kw)
+
+    class Stop(Exception):
+        pass
+
+    def stop(done, total):
+        if done == 15:  # during time step 8 of 20
+            raise Stop
+
+    ckpt = tmp_path / "cal.pt"
+    with pytest.raises(Stop):
+        calibrate(network, machine_for, progress=stop, checkpoint=ckpt, fingerprint="a", **kw)
+    resumed = calibrate(network, machine_for, checkpoint=ckpt, fingerprint="a", **kw)
+    torch.testing.assert_close(resumed.cosine, full.cosine, rtol=0, atol=0)
+    assert resumed.schedule.sizes == full.schedule.sizes
+    with pytest.raises(UserError, match="other settings"):
+        calibrate(network, machine_for, checkpoint=ckpt, fingerprint="b", **kw)

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from dlscience.diffusion.denoiser import Denoiser
 from dlscience.diffusion.patch_schedule import PatchSchedule, resolve_patch_size
 from dlscience.diffusion.sampler import DDIMSampler
-from dlscience.errors import InputValidationError
+from dlscience.errors import InputValidationError, UserError
+from dlscience.results import load_torch, save_torch
 
 __all__ = ["CalibrationResult", "calibrate", "cosine_similarity"]
 
@@ -83,6 +85,8 @@ def calibrate(
     n_steps: int = 20,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    checkpoint: str | Path | None = None,
+    fingerprint: str = "",
 ) -> CalibrationResult:
     """Calibrate a machine's patch size to a network along the network's own sampling trajectories.
 
@@ -102,6 +106,12 @@ def calibrate(
         Seeds the noise and the random labels.
     progress : callable, optional
         Called as ``progress(done, total)`` after each machine evaluation.
+    checkpoint : path, optional
+        File that receives the trajectory state after every time step (atomically); a calibration restarted
+        with the same arguments continues from it and gives the same result as an uninterrupted one.
+    fingerprint : str
+        Identity of the network and machines, stored with the checkpoint; a checkpoint of another identity
+        or other arguments is refused.
 
     Returns
     -------
@@ -111,6 +121,8 @@ def calibrate(
     ------
     InputValidationError
         Empty candidate list or n_samples < 1.
+    UserError
+        If ``checkpoint`` belongs to a calibration with other settings.
     """
     if not candidates or n_samples < 1:
         raise InputValidationError("calibrate needs at least one candidate patch size and one sample")
@@ -126,7 +138,21 @@ def calibrate(
     machines = {P: machine_for(P) for P in candidates}
     cos = torch.zeros(n_samples, len(times), len(candidates), dtype=torch.float64)
     done, total = 0, len(times) * len(candidates)
+    identity = [fingerprint, list(candidates), n_samples, n_steps, seed]
+    start = 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        saved = load_torch(checkpoint)
+        if saved.get("identity") != identity:
+            raise UserError(
+                f"{checkpoint} holds a calibration with other settings; use another --out or delete that file"
+            )
+        start, x, cos = saved["next_step"], saved["x"], saved["cosine"]
+        done = start * len(candidates)
+        if progress is not None:
+            progress(done, total)
     for i, t in enumerate(times):
+        if i < start:
+            continue
         net_score = network.score(x, t, labels)
         for j, P in enumerate(candidates):
             cos[:, i, j] = cosine_similarity(net_score, machines[P].score(x, t, labels))
@@ -136,6 +162,8 @@ def calibrate(
         x0_hat = network.denoise(x, t, labels)
         if i + 1 < len(times):
             x = sampler.step(x, t, times[i + 1], x0_hat)
+        if checkpoint is not None:
+            save_torch(checkpoint, {"identity": identity, "next_step": i + 1, "x": x, "cosine": cos})
     best = torch.tensor(candidates)[cos.argmax(-1)]  # (n_samples, n_times)
     median = best.double().median(dim=0).values  # lower median: an actual candidate for even n
     sizes = [0] * n_steps

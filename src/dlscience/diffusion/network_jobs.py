@@ -47,7 +47,9 @@ def run_calibrate(
     progress: bool = True,
 ) -> dict:
     """Calibrate the LS or ELS machine's patch size to the network at ``model``; writes ``schedule.json``
-    (readable by ``els sample --schedule``) and ``calibration.png`` to ``out``. Returns the JSON content."""
+    (readable by ``els sample --schedule``) and ``calibration.png`` to ``out``. After every time step the
+    trajectories go to ``calibration_checkpoint.pt``, so rerunning after an interruption continues. Returns the
+    JSON content."""
     model = Path(model)
     network = load_network(model)
     cfg, ds = _training_data(model, data_dir)
@@ -70,16 +72,29 @@ def run_calibrate(
         bar.total = total
         bar.update(done - bar.n)
 
+    out = Path(out)
+    checkpoint = out / "calibration_checkpoint.pt"
+    model_file = model / "model.pt" if model.is_dir() else model
+    digest = hashlib.sha256(model_file.read_bytes())
+    digest.update(machine.encode())
+    digest.update(ds.images.contiguous().numpy().tobytes())
     try:
         result = calibrate(
-            network, machine_for, candidates=candidates, n_samples=n_samples, seed=seed, progress=tick
+            network,
+            machine_for,
+            candidates=candidates,
+            n_samples=n_samples,
+            seed=seed,
+            progress=tick,
+            checkpoint=checkpoint,
+            fingerprint=digest.hexdigest()[:16],
         )
     finally:
         bar.close()
     data = {"model": str(model), "machine": machine, "padding": cfg["padding"], **result.to_json()}
-    out = Path(out)
     write_json(out / "schedule.json", data)
     save_figure(out / "calibration.png", _calibration_figure(result))
+    checkpoint.unlink(missing_ok=True)
     return data
 
 
