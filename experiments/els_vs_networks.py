@@ -38,7 +38,12 @@ def main() -> None:
     parser.add_argument("--out", default="results/els_vs_networks", help="output folder")
     parser.add_argument("--archs", default="resnet,unet", help="comma-separated architectures")
     parser.add_argument("--n-train", type=int, default=10000, help="training images (seeded subset)")
-    parser.add_argument("--steps", type=int, default=1500, help="training steps per network")
+    parser.add_argument("--resnet-width", type=int, default=32, help="ResNet hidden channels")
+    parser.add_argument("--unet-width", type=int, default=16, help="UNet channels at the top scale (x1, x2, x4)")
+    parser.add_argument("--resnet-steps", type=int, default=3600, help="ResNet training steps")
+    parser.add_argument("--unet-steps", type=int, default=7000, help="UNet training steps")
+    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    parser.add_argument("--batch-size", type=int, default=64, help="training batch size")
     parser.add_argument("--calibration-samples", type=int, default=10, help="trajectories for calibration")
     parser.add_argument("--n-seeds", type=int, default=100, help="seeds compared")
     parser.add_argument(
@@ -59,12 +64,15 @@ def main() -> None:
             conditional=True,
             padding="zeros",
             preset="cpu",
-            steps=args.steps,
+            width=getattr(args, f"{arch}_width"),
+            lr=args.lr,
+            batch_size=args.batch_size,
+            steps=getattr(args, f"{arch}_steps"),
             checkpoint_every=50,
         )
         if (
             not (folder / "model.pt").exists()
-            or json.loads((folder / "train.json").read_text())["steps"] < args.steps
+            or json.loads((folder / "train.json").read_text())["steps"] < cfg.steps
         ):
             train(cfg, folder)
         if args.stage == "train":
