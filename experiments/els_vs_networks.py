@@ -39,7 +39,9 @@ def main() -> None:
     parser.add_argument("--archs", default="resnet,unet", help="comma-separated architectures")
     parser.add_argument("--n-train", type=int, default=10000, help="training images (seeded subset)")
     parser.add_argument("--resnet-width", type=int, default=32, help="ResNet hidden channels")
-    parser.add_argument("--unet-width", type=int, default=16, help="UNet channels at the top scale (x1, x2, x4)")
+    parser.add_argument(
+        "--unet-width", type=int, default=16, help="UNet channels at the top scale (x1, x2, x4)"
+    )
     parser.add_argument("--resnet-steps", type=int, default=3600, help="ResNet training steps")
     parser.add_argument("--unet-steps", type=int, default=7000, help="UNet training steps")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
