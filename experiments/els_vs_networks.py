@@ -21,7 +21,10 @@ import argparse
 import json
 from pathlib import Path
 
+from scipy.stats import spearmanr
+
 from dlscience.diffusion.network_jobs import run_calibrate, run_compare
+from dlscience.diffusion.patch_schedule import PRESETS as PATCH_PRESETS
 from dlscience.diffusion.training import TrainConfig, train
 from dlscience.results import write_json
 
@@ -89,20 +92,68 @@ def main() -> None:
     if not rows:
         return
     lines = [
-        "| network | machine | median r (ours) | IQR | median r (paper, 20-step) | beats IS |",
-        "|---|---|---:|---|---:|---:|",
+        "| network | machine | seeds | median r (ours) | IQR | median r (paper, 20-step) | beats IS |",
+        "|---|---|---:|---:|---|---:|---:|",
     ]
     for arch, data in rows.items():
         for name, row in data["summary"].items():
             r = row["r"]
             beats = row["beats"].get("IS", float("nan"))
             lines.append(
-                f"| {arch} | {name} | {r['median']:.3f} | {r['q25']:.3f}-{r['q75']:.3f} | "
+                f"| {arch} | {name} | {len(data['seeds'])} | {r['median']:.3f} | {r['q25']:.3f}-{r['q75']:.3f} | "
                 f"{PAPER_20_STEP[arch][name]:.2f} | {beats:.0%} |"
             )
+    schedules = {arch: json.loads((out / arch / "schedule.json").read_text()) for arch in rows}
+    lines += [
+        "",
+        "| network | calibrated P at t = 0.05 ... 1.00 | paper's schedule | Spearman(t, P) |",
+        "|---|---|---|---:|",
+    ]
+    for arch, sched in schedules.items():
+        rho = spearmanr(sched["times"], sched["sizes"]).statistic
+        sched["spearman_t_P"] = rho
+        paper = ",".join(map(str, PATCH_PRESETS[f"fashion-mnist-{arch}"]))
+        lines.append(f"| {arch} | {','.join(map(str, sched['sizes']))} | {paper} | {rho:.2f} |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
-    write_json(out / "summary.json", {arch: data["summary"] for arch, data in rows.items()})
+    write_json(
+        out / "summary.json",
+        {
+            arch: {
+                "n_seeds": len(data["seeds"]),
+                "summary": data["summary"],
+                "paper_20_step": PAPER_20_STEP[arch],
+                "schedule": schedules[arch]["sizes"],
+                "spearman_t_P": schedules[arch]["spearman_t_P"],
+            }
+            for arch, data in rows.items()
+        },
+    )
+    schedule_figure(schedules, out / "schedules.png")
     print("\n".join(lines))
+
+
+def schedule_figure(schedules: dict, path: Path) -> None:
+    """Calibrated patch-size schedules (median best P per time step) next to the paper's FMNIST schedules."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for i, (arch, sched) in enumerate(schedules.items()):
+        color = f"C{i}"
+        ax.plot(sched["times"], sched["sizes"], "o-", color=color, label=f"{arch}: calibrated here")
+        paper = PATCH_PRESETS[f"fashion-mnist-{arch}"]
+        ax.plot(sched["times"], paper, "--", color=color, alpha=0.6, label=f"{arch}: paper")
+    ax.set_xlabel("t")
+    ax.set_ylabel("patch size P")
+    ax.set_title("ELS patch size calibrated to each network", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
 
 
 if __name__ == "__main__":
