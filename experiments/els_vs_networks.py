@@ -98,10 +98,10 @@ def main() -> None:
     for arch, data in rows.items():
         for name, row in data["summary"].items():
             r = row["r"]
-            beats = row["beats"].get("IS", float("nan"))
+            beats = f"{row['beats']['IS']:.0%}" if "IS" in row["beats"] else "-"
             lines.append(
-                f"| {arch} | {name} | {len(data['seeds'])} | {r['median']:.3f} | {r['q25']:.3f}-{r['q75']:.3f} | "
-                f"{PAPER_20_STEP[arch][name]:.2f} | {beats:.0%} |"
+                f"| {arch} | {name} | {data['n_seeds']} | {r['median']:.3f} | {r['q25']:.3f}-{r['q75']:.3f} | "
+                f"{PAPER_20_STEP[arch][name]:.2f} | {beats} |"
             )
     schedules = {arch: json.loads((out / arch / "schedule.json").read_text()) for arch in rows}
     lines += [
@@ -119,7 +119,7 @@ def main() -> None:
         out / "summary.json",
         {
             arch: {
-                "n_seeds": len(data["seeds"]),
+                "n_seeds": data["n_seeds"],
                 "summary": data["summary"],
                 "paper_20_step": PAPER_20_STEP[arch],
                 "schedule": schedules[arch]["sizes"],
