@@ -102,3 +102,25 @@ def test_train_calibrate_compare_pipeline(tmp_path, capsys):
     assert not (tmp_path / "none").exists()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("dlscience: error:") for line in err), err
+
+
+def test_preset_fills_only_unset_settings():
+    """The preset supplies width, lr, batch size and steps; explicit values win; bad values are refused."""
+    import pytest
+
+    from dlscience.diffusion.training import PRESETS
+    from dlscience.errors import InputValidationError
+
+    unet = TrainConfig(arch="unet").resolved()
+    assert (unet.width, unet.lr, unet.batch_size, unet.steps) == tuple(
+        PRESETS["cpu"]["unet"][k] for k in ("width", "lr", "batch_size", "steps")
+    )
+    paper = TrainConfig(arch="resnet", preset="paper").resolved()
+    assert (paper.width, paper.batch_size) == (256, 128)
+    mine = TrainConfig(arch="resnet", width=8, lr=0.5, batch_size=3, steps=7).resolved()
+    assert (mine.width, mine.lr, mine.batch_size, mine.steps) == (8, 0.5, 3, 7)
+    assert mine.image_size == 32
+    with pytest.raises(InputValidationError, match="--batch-size"):
+        TrainConfig(batch_size=0).resolved()
+    with pytest.raises(InputValidationError, match="--preset"):
+        TrainConfig(preset="gpu").resolved()

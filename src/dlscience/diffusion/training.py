@@ -55,8 +55,8 @@ class TrainConfig:
         Learn a class embedding (class-conditional network).
     padding : {"zeros", "circular"}
     preset : {"cpu", "paper"}
-        Default width, learning rate and batch size (see :data:`PRESETS`); ``width``/``lr``/``batch_size``
-        override them.
+        Default width, learning rate, batch size and step count (see :data:`PRESETS`); ``width``, ``lr``,
+        ``batch_size`` and ``steps`` override them.
     width : int, optional
     lr : float, optional
     lr_decay : float
