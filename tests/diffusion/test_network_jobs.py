@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from dlscience.cli import main
 from dlscience.diffusion.patch_schedule import PatchSchedule
-from dlscience.diffusion.training import TrainConfig, train
+from dlscience.diffusion.training import PRESETS, TrainConfig, train
+from dlscience.errors import InputValidationError
 
 
 def test_train_calibrate_compare_pipeline(tmp_path, capsys):
@@ -106,11 +109,6 @@ def test_train_calibrate_compare_pipeline(tmp_path, capsys):
 
 def test_preset_fills_only_unset_settings():
     """The preset supplies width, lr, batch size and steps; explicit values win; bad values are refused."""
-    import pytest
-
-    from dlscience.diffusion.training import PRESETS
-    from dlscience.errors import InputValidationError
-
     unet = TrainConfig(arch="unet").resolved()
     assert (unet.width, unet.lr, unet.batch_size, unet.steps) == tuple(
         PRESETS["cpu"]["unet"][k] for k in ("width", "lr", "batch_size", "steps")
