@@ -56,6 +56,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
     parser.add_argument("--batch-size", type=int, default=64, help="training batch size")
     parser.add_argument("--calibration-samples", type=int, default=10, help="trajectories for calibration")
+    parser.add_argument(
+        "--candidates", default="3,5,7,9,11,13,15,17", help="odd patch sizes tried by the calibration"
+    )
     parser.add_argument("--n-seeds", type=int, default=100, help="seeds compared")
     parser.add_argument(
         "--stage",
@@ -89,7 +92,8 @@ def main() -> None:
         if args.stage == "train":
             continue
         if not (folder / "schedule.json").exists():
-            run_calibrate(folder, folder, n_samples=args.calibration_samples)
+            candidates = tuple(int(p) for p in args.candidates.split(","))
+            run_calibrate(folder, folder, candidates=candidates, n_samples=args.calibration_samples)
         if args.stage == "calibrate":
             continue
         if not (folder / "compare.json").exists():
