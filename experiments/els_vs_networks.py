@@ -67,6 +67,9 @@ def main() -> None:
         help="stop after this stage",
     )
     args = parser.parse_args()
+    unknown = set(args.archs.split(",")) - set(PAPER_20_STEP)
+    if unknown:
+        parser.error(f"--archs: unknown {sorted(unknown)}; choose from resnet,unet")
     out = Path(args.out)
     rows = {}
     for arch in args.archs.split(","):
