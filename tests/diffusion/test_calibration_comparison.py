@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from dlscience.diffusion import ELSDenoiser, IdealDenoiser, LocalDenoiser, PatchSchedule
 from dlscience.diffusion.calibration import calibrate, cosine_similarity
 from dlscience.diffusion.comparison import compare, determination, pearson_r
+from dlscience.errors import UserError
 
 
 def test_calibration_recovers_the_schedule_of_a_machine(gen):
@@ -69,10 +71,6 @@ def test_machine_compared_with_itself_gives_r_1_and_baselines_rank(gen):
 def test_interrupted_comparison_resumes_to_the_same_result(gen, tmp_path, monkeypatch):
     """A comparison killed part-way continues from its checkpoint: restored samples are not recomputed and the
     result equals an uninterrupted run; a checkpoint of other settings is refused."""
-    import pytest
-
-    from dlscience.errors import UserError
-
     imgs = torch.rand(10, 1, 8, 8, generator=gen) * 2 - 1
     labels = torch.arange(10) % 2
     els = ELSDenoiser(imgs, 3, "zeros", labels=labels)
@@ -111,10 +109,6 @@ def test_interrupted_comparison_resumes_to_the_same_result(gen, tmp_path, monkey
 
 
 def test_interrupted_calibration_resumes_to_the_same_result(gen, tmp_path):
-    import pytest
-
-    from dlscience.errors import UserError
-
     imgs = torch.rand(8, 1, 8, 8, generator=gen) * 2 - 1
     network = ELSDenoiser(imgs, PatchSchedule((3,) * 10 + (5,) * 10), "zeros", precision="float64")
 

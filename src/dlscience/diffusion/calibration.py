@@ -21,11 +21,12 @@ from pathlib import Path
 
 import torch
 
+from dlscience.checkpoint import load_matching
 from dlscience.diffusion.denoiser import Denoiser
 from dlscience.diffusion.patch_schedule import PatchSchedule, resolve_patch_size
 from dlscience.diffusion.sampler import DDIMSampler
-from dlscience.errors import InputValidationError, UserError
-from dlscience.results import load_torch, save_torch
+from dlscience.errors import InputValidationError
+from dlscience.results import save_torch
 
 __all__ = ["CalibrationResult", "calibrate", "cosine_similarity"]
 
@@ -140,12 +141,8 @@ def calibrate(
     done, total = 0, len(times) * len(candidates)
     identity = [fingerprint, list(candidates), n_samples, n_steps, seed]
     start = 0
-    if checkpoint is not None and Path(checkpoint).exists():
-        saved = load_torch(checkpoint)
-        if saved.get("identity") != identity:
-            raise UserError(
-                f"{checkpoint} holds a calibration with other settings; use another --out or delete that file"
-            )
+    saved = load_matching(checkpoint, identity, "calibration") if checkpoint is not None else None
+    if saved is not None:
         start, x, cos = saved["next_step"], saved["x"], saved["cosine"]
         done = start * len(candidates)
         if progress is not None:

@@ -12,17 +12,17 @@ t = 0.95 and make 19 evaluations. Per seed, over all pixels and channels (resear
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from dlscience.checkpoint import load_matching
 from dlscience.diffusion.denoiser import Denoiser
 from dlscience.diffusion.sampler import DDIMSampler
-from dlscience.errors import InputValidationError, UserError
-from dlscience.results import load_torch, save_torch
+from dlscience.errors import InputValidationError
+from dlscience.results import save_torch
 
 __all__ = ["pearson_r", "determination", "SeedComparison", "compare"]
 
@@ -153,7 +153,7 @@ def compare(
         "machine_t_start": machine_t_start,
         "names": ["network", *machines],
     }
-    state = _load_state(checkpoint, identity) if checkpoint is not None else None
+    state = load_matching(checkpoint, identity, "comparison") if checkpoint is not None else None
     if state is None:
         state = {"identity": identity, "samples": {}, "done": {}}
 
@@ -182,23 +182,3 @@ def compare(
         r2={k: pearson_r(net, v) ** 2 for k, v in outs.items()},
         R2={k: determination(net, v) for k, v in outs.items()},
     )
-
-
-def _load_state(path: str | Path, identity: dict) -> dict | None:
-    """The comparison checkpoint at ``path`` if it exists and matches ``identity``; None if absent."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    try:
-        state = load_torch(path)
-    except (
-        Exception
-    ) as exc:  # ours are written atomically; an unreadable file is someone else's: start afresh
-        warnings.warn(f"ignoring unreadable comparison checkpoint {path} ({exc})", stacklevel=3)
-        return None
-    if state.get("identity") != identity:
-        raise UserError(
-            f"{path} holds a comparison with other settings (network, machines, seeds or grid); "
-            "use another --out folder or delete that file to start afresh"
-        )
-    return state

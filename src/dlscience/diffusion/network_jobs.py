@@ -35,6 +35,16 @@ def _training_data(model_path: Path, data_dir: str | None):
     return cfg, ds
 
 
+def _fingerprint(model: Path, ds, extra: str) -> str:
+    """16 hex digits identifying a checkpointed job: the network file's bytes, the training images and
+    ``extra`` (the machine name or the schedule)."""
+    model_file = model / "model.pt" if model.is_dir() else model
+    digest = hashlib.sha256(model_file.read_bytes())
+    digest.update(extra.encode())
+    digest.update(ds.images.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def run_calibrate(
     model: str | Path,
     out: str | Path,
@@ -74,10 +84,6 @@ def run_calibrate(
 
     out = Path(out)
     checkpoint = out / "calibration_checkpoint.pt"
-    model_file = model / "model.pt" if model.is_dir() else model
-    digest = hashlib.sha256(model_file.read_bytes())
-    digest.update(machine.encode())
-    digest.update(ds.images.contiguous().numpy().tobytes())
     try:
         result = calibrate(
             network,
@@ -87,7 +93,7 @@ def run_calibrate(
             seed=seed,
             progress=tick,
             checkpoint=checkpoint,
-            fingerprint=digest.hexdigest()[:16],
+            fingerprint=_fingerprint(model, ds, machine),
         )
     finally:
         bar.close()
@@ -119,10 +125,6 @@ def run_compare(
     network = load_network(model)
     cfg, ds = _training_data(model, data_dir)
     sched = resolve_patch_size(int(schedule) if str(schedule).isdigit() else schedule)
-    model_file = model / "model.pt" if model.is_dir() else model
-    digest = hashlib.sha256(model_file.read_bytes())
-    digest.update(json.dumps(sched.to_json(), sort_keys=True).encode())
-    digest.update(ds.images.contiguous().numpy().tobytes())
     out = Path(out)
     checkpoint = out / "compare_checkpoint.pt"
     kw = {"labels": ds.labels if network.conditional else None, "num_classes": network.num_classes}
@@ -142,7 +144,7 @@ def run_compare(
             seed=seed,
             progress=lambda name, i: bar.update(1),
             checkpoint=checkpoint,
-            fingerprint=digest.hexdigest()[:16],
+            fingerprint=_fingerprint(model, ds, json.dumps(sched.to_json(), sort_keys=True)),
         )
     finally:
         bar.close()
