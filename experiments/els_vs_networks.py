@@ -15,10 +15,10 @@ Stages, each resumable (a finished stage is skipped; training continues from its
 A stage whose output exists is skipped: after training further, move ``schedule.json`` and ``compare.json``
 away to recalibrate and recompare.
 
-CPU sizes: the paper trains width-256 ResNets for 300 epochs on a GPU; here each network trains for about 50
+CPU sizes: the paper trains width-256 ResNets for 300 epochs on a GPU; here each network trains for about 100
 minutes on one core (run ``--archs resnet`` and ``--archs unet`` as two processes with OMP_NUM_THREADS=1 to use
-2 cores). The measured run, about 2 hours in all:
-``python experiments/els_vs_networks.py --n-seeds 50 --calibration-samples 4``.
+2 cores; training resumes, so it can be spread over several runs). The measured run, about 3.5 hours in all
+on 2 cores: ``python experiments/els_vs_networks.py --n-seeds 50 --calibration-samples 4``.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ PAPER_20_STEP = {
     "resnet": {"ELS": 0.90, "LS": 0.88, "IS": 0.74},
     "unet": {"ELS": 0.91, "LS": 0.91, "IS": 0.80},
 }
+# largest patch size the calibration tries by default
+DEFAULT_MAX_CANDIDATE = {"resnet": 17, "unet": 25}
 
 
 def main() -> None:
@@ -51,13 +53,16 @@ def main() -> None:
     parser.add_argument(
         "--unet-width", type=int, default=16, help="UNet channels at the top scale (x1, x2, x4)"
     )
-    parser.add_argument("--resnet-steps", type=int, default=3600, help="ResNet training steps")
-    parser.add_argument("--unet-steps", type=int, default=7000, help="UNet training steps")
+    parser.add_argument("--resnet-steps", type=int, default=7200, help="ResNet training steps")
+    parser.add_argument("--unet-steps", type=int, default=14000, help="UNet training steps")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
     parser.add_argument("--batch-size", type=int, default=64, help="training batch size")
     parser.add_argument("--calibration-samples", type=int, default=10, help="trajectories for calibration")
     parser.add_argument(
-        "--candidates", default="3,5,7,9,11,13,15,17", help="odd patch sizes tried by the calibration"
+        "--candidates",
+        default=None,
+        help="odd patch sizes tried by the calibration (default: 3-17 for the ResNet, whose receptive field "
+        "is 17 x 17, and 3-25 for the UNet, as in the paper's UNet schedules)",
     )
     parser.add_argument("--n-seeds", type=int, default=100, help="seeds compared")
     parser.add_argument(
@@ -95,7 +100,11 @@ def main() -> None:
         if args.stage == "train":
             continue
         if not (folder / "schedule.json").exists():
-            candidates = tuple(int(p) for p in args.candidates.split(","))
+            candidates = (
+                tuple(int(p) for p in args.candidates.split(","))
+                if args.candidates
+                else tuple(range(3, DEFAULT_MAX_CANDIDATE[arch] + 1, 2))
+            )
             run_calibrate(folder, folder, candidates=candidates, n_samples=args.calibration_samples)
         if args.stage == "calibrate":
             continue

@@ -212,8 +212,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--preset",
         default="cpu",
         choices=["cpu", "paper"],
-        help="cpu: width-32 ResNet / 16-32-64 UNet, lr 1e-3, batch 64, 3,600 / 7,000 steps (about 50 min "
-        "each on one core); paper: width 256 / 64-128-256, lr 1e-4, batch 128, 140,000 steps (GPU)",
+        help="cpu: width-32 ResNet / 16-32-64 UNet, lr 1e-3, batch 64, 7,200 / 14,000 steps (about 100 min "
+        "each on one core; resumable); paper: width 256 / 64-128-256, lr 1e-4, batch 128, 140,000 steps (GPU)",
     )
     t.add_argument("--width", type=int, default=None, help="override the preset's width")
     t.add_argument("--lr", type=float, default=None, help="override the preset's learning rate")

@@ -32,8 +32,8 @@ __all__ = ["TrainConfig", "train", "training_images", "load_network", "PRESETS"]
 
 PRESETS = {
     "cpu": {
-        "resnet": {"width": 32, "lr": 1e-3, "batch_size": 64, "steps": 3600},
-        "unet": {"width": 16, "lr": 1e-3, "batch_size": 64, "steps": 7000},
+        "resnet": {"width": 32, "lr": 1e-3, "batch_size": 64, "steps": 7200},
+        "unet": {"width": 16, "lr": 1e-3, "batch_size": 64, "steps": 14000},
     },
     "paper": {
         "resnet": {"width": 256, "lr": 1e-4, "batch_size": 128, "steps": 140000},
@@ -63,7 +63,7 @@ class TrainConfig:
         Multiplicative learning-rate decay per step (paper 0.999965).
     batch_size : int, optional
     steps : int, optional
-        Optimiser steps in total (preset: 3,600 ResNet / 7,000 UNet steps, about 50 min each on one core, for
+        Optimiser steps in total (preset: 7,200 ResNet / 14,000 UNet steps, about 100 min each on one core, for
         ``cpu``; 140,000 = 300 epochs of 60,000 images for ``paper``).
     checkpoint_every : int
         Steps between checkpoints.
