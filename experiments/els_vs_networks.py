@@ -76,7 +76,6 @@ def main() -> None:
     if unknown:
         parser.error(f"--archs: unknown {sorted(unknown)}; choose from resnet,unet")
     out = Path(args.out)
-    rows = {}
     for arch in args.archs.split(","):
         folder = out / arch
         cfg = TrainConfig(
@@ -110,8 +109,13 @@ def main() -> None:
             continue
         if not (folder / "compare.json").exists():
             run_compare(folder, folder, schedule=str(folder / "schedule.json"), n_seeds=args.n_seeds)
-        rows[arch] = json.loads((folder / "compare.json").read_text())
-    if not rows:
+    # the table covers every network compared so far, also those of an earlier run with other --archs
+    rows = {
+        arch: json.loads((out / arch / "compare.json").read_text())
+        for arch in PAPER_20_STEP
+        if (out / arch / "compare.json").exists()
+    }
+    if args.stage in ("train", "calibrate") or not rows:
         return
     lines = [
         "| network | machine | seeds | median r (ours) | IQR | median r (paper, 20-step) | beats IS |",
