@@ -65,6 +65,28 @@ def test_train_calibrate_compare_pipeline(tmp_path, capsys):
         assert len(data["per_seed"]["r"][name]) == 2
         assert all(-1 <= r <= 1 for r in data["per_seed"]["r"][name])
     assert "median r" in capsys.readouterr().out
+    # a subset of machines samples the same ELS images (machines are independent of each other), and the
+    # reference code's off-by-one lookup changes nothing for a constant schedule
+    for offset, folder in ((0, "cmp_els"), (1, "cmp_const")):
+        schedule_arg = str(tmp_path / "cal" / "schedule.json") if offset == 0 else "3"
+        code = main(
+            ["els", "compare", "--model", str(tmp_path / "net"), "--schedule", schedule_arg, "--n-seeds", "2"]
+            + ["--machines", "els", "--schedule-offset", str(offset), "--out", str(tmp_path / folder)]
+            + ["--no-progress"]
+        )
+        assert code == 0
+    only = json.loads((tmp_path / "cmp_els" / "compare.json").read_text())
+    assert set(only["summary"]) == {"ELS"}
+    assert only["per_seed"]["r"]["ELS"] == data["per_seed"]["r"]["ELS"]
+    const = json.loads((tmp_path / "cmp_const" / "compare.json").read_text())
+    assert const["schedule"]["offset"] == 1 and const["schedule"]["sizes"] == [3] * 20
+    code = main(
+        ["els", "compare", "--model", str(tmp_path / "net"), "--schedule", "3", "--n-seeds", "2"]
+        + ["--machines", "els", "--out", str(tmp_path / "cmp_const0"), "--no-progress"]
+    )
+    const0 = json.loads((tmp_path / "cmp_const0" / "compare.json").read_text())
+    assert const0["per_seed"]["r"]["ELS"] == const["per_seed"]["r"]["ELS"]
+    capsys.readouterr()
     cal = json.loads((tmp_path / "cal" / "schedule.json").read_text())
     assert cal["times"] == sorted(cal["times"]) and len(cal["best_per_sample"][0]) == 20
     assert main(["els", "compare", "--model", str(tmp_path / "missing"), "--schedule", "3"]) == 2
@@ -102,9 +124,12 @@ def test_train_calibrate_compare_pipeline(tmp_path, capsys):
         )
         == 2
     )
+    assert (
+        main(["els", "compare", "--model", str(tmp_path / "net"), "--schedule", "3", "--machines", "XS"]) == 2
+    )
     assert not (tmp_path / "none").exists()
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(line.startswith("dlscience: error:") for line in err), err
+    assert len(err) == 4 and all(line.startswith("dlscience: error:") for line in err), err
 
 
 def test_preset_fills_only_unset_settings():

@@ -179,6 +179,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     k.add_argument("--model", required=True, help="folder or model.pt written by `dlscience diffusion train`")
     k.add_argument("--schedule", required=True, help="patch-size schedule: JSON file, preset or odd integer")
+    k.add_argument(
+        "--schedule-offset",
+        type=int,
+        default=0,
+        choices=[0, 1],
+        help="1 reproduces the reference code's off-by-one lookup (each step uses the size calibrated 0.05 later)",
+    )
+    k.add_argument(
+        "--machines",
+        default="ELS,LS,IS",
+        help="comma-separated subset of ELS, LS, IS to sample next to the network",
+    )
     k.add_argument("--n-seeds", type=int, default=100, help="number of seeds")
     k.add_argument("--seed", type=int, default=0, help="first seed")
     k.add_argument("--data-dir", default=None, help="folder with the training data (default: as trained)")
@@ -315,6 +327,8 @@ def _run_compare(args: argparse.Namespace) -> None:
         args.model,
         args.out,
         schedule=args.schedule,
+        schedule_offset=args.schedule_offset,
+        machines=tuple(m.strip() for m in args.machines.split(",") if m.strip()),
         n_seeds=args.n_seeds,
         seed=args.seed,
         data_dir=args.data_dir,

@@ -18,9 +18,9 @@ from dlscience.diffusion.comparison import compare
 from dlscience.diffusion.equivariant_local_score import ELSDenoiser
 from dlscience.diffusion.ideal_score import IdealDenoiser
 from dlscience.diffusion.local_score import LocalDenoiser
-from dlscience.diffusion.patch_schedule import resolve_patch_size
+from dlscience.diffusion.patch_schedule import PatchSchedule, resolve_patch_size
 from dlscience.diffusion.training import TrainConfig, load_network, training_images
-from dlscience.errors import UserError
+from dlscience.errors import InputValidationError, UserError
 from dlscience.results import load_torch, save_figure, write_json, write_npz
 
 __all__ = ["run_calibrate", "run_compare"]
@@ -109,6 +109,8 @@ def run_compare(
     out: str | Path,
     *,
     schedule: str,
+    schedule_offset: int = 0,
+    machines: tuple[str, ...] = ("ELS", "LS", "IS"),
     n_seeds: int = 100,
     seed: int = 0,
     data_dir: str | None = None,
@@ -118,21 +120,36 @@ def run_compare(
     ``compare.json`` (per-seed r, r^2, R^2; medians and IQR; win rates), ``compare.png`` (rows network |
     ELS | LS | IS for the first seeds) and ``compare_samples.npz`` (every sample, seeds and labels).
 
+    ``schedule_offset`` (0 or 1) shifts the schedule lookup by one grid point; 1 reproduces the reference
+    code, whose step at t = i/20 uses the size calibrated at t + 0.05 (research note els.md Sec. 1).
+    ``machines`` is any non-empty subset of ELS, LS, IS (IS needs no schedule).
+
     Every finished sample goes to ``compare_checkpoint.pt`` in ``out``; rerunning the same command after an
     interruption continues from it (a checkpoint of another network, schedule or seed set is refused). Returns
-    the summary."""
+    the summary. Raises InputValidationError for an offset other than 0/1 or an unknown or empty machine
+    list."""
+    if schedule_offset not in (0, 1):
+        raise InputValidationError(f"schedule offset must be 0 or 1, got {schedule_offset}")
+    machines = tuple(m.upper() for m in machines)
+    unknown = sorted(set(machines) - {"ELS", "LS", "IS"})
+    if unknown or not machines:
+        raise InputValidationError(
+            f"machines must be a non-empty subset of ELS, LS, IS; got {', '.join(machines) or 'none'}"
+        )
     model = Path(model)
     network = load_network(model)
     cfg, ds = _training_data(model, data_dir)
     sched = resolve_patch_size(int(schedule) if str(schedule).isdigit() else schedule)
+    sched = PatchSchedule(sched.sizes, offset=schedule_offset, name=sched.name)
     out = Path(out)
     checkpoint = out / "compare_checkpoint.pt"
     kw = {"labels": ds.labels if network.conditional else None, "num_classes": network.num_classes}
-    machines = {
-        "ELS": ELSDenoiser(ds.images, sched, cfg["padding"], **kw),
-        "LS": LocalDenoiser(ds.images, sched, **kw),
-        "IS": IdealDenoiser(ds.images, **kw),
+    builders = {
+        "ELS": lambda: ELSDenoiser(ds.images, sched, cfg["padding"], **kw),
+        "LS": lambda: LocalDenoiser(ds.images, sched, **kw),
+        "IS": lambda: IdealDenoiser(ds.images, **kw),
     }
+    machines = {name: builders[name]() for name in builders if name in machines}
     from tqdm.auto import tqdm
 
     bar = tqdm(total=n_seeds * (1 + len(machines)), disable=not progress, desc="compare", unit="sample")
