@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
 from dlscience.cli import main
 from dlscience.errors import InputValidationError, UserError
-from dlscience.icl.sweep import parse_tasks, run_sweep, threshold
+from dlscience.icl.sweep import parse_tasks, run_sweep, threshold, threshold_by_step
 from dlscience.icl.training import ICLConfig, load_transformer, train, triangle_lr
 
 TINY = {
@@ -88,11 +89,34 @@ def test_threshold_rule_and_task_parsing():
     assert threshold([1, 4], [1.0, 1.0], [0.01, 0.01])["status"] == "below grid"
 
 
+def test_threshold_by_step_tracks_the_crossing_over_training():
+    """At each shared evaluation step the rule is applied to that step's Deltas: a crossing at log2 M = 3 at
+    step 10 (as in the test above) and none at step 20 (everything nearer dMMSE); steps missing from a run are
+    skipped."""
+    e = math.e
+
+    def ev(step, d_dmmse, d_ridge):
+        return {"step": step, "true": {"delta": {"transformer|dmmse": d_dmmse, "transformer|ridge": d_ridge}}}
+
+    evals = {
+        1: [ev(10, 0.1 / e**2, 0.1), ev(20, 0.01, 1.0), ev(30, 0.1, 0.1)],
+        4: [ev(10, 0.1 / e, 0.1), ev(20, 0.01, 1.0)],
+        16: [ev(10, 0.1 * e, 0.1), ev(20, 0.01, 1.0)],
+    }
+    out = threshold_by_step(evals)
+    assert [b["step"] for b in out] == [10, 20]
+    assert out[0]["log2_M_star"] == pytest.approx(3.0) and out[0]["status"] == "crossed"
+    assert out[1]["log2_M_star"] is None and out[1]["status"] == "above grid"
+    assert threshold_by_step({4: evals[4]}) == []
+
+
 def test_sweep_writes_table_figure_and_reuses_runs(tmp_path):
     base = ICLConfig(steps=4, eval_every=4, **TINY)
     summary = run_sweep([1, 4, None], base, tmp_path, progress=False)
     assert [r["M"] for r in summary["rows"]] == [1, 4, None]
     assert (tmp_path / "sweep.png").stat().st_size > 1000
+    assert (tmp_path / "sweep_training.png").stat().st_size > 1000
+    assert [b["step"] for b in summary["threshold_by_step"]] == [0, 4]  # evaluations at steps 0 and 4
     table = (tmp_path / "table.md").read_text()
     assert "| inf |" in table and "rule:" in table
     assert "Warning: at M = inf" in table  # 4 steps: far from ridge, and the table says so

@@ -102,7 +102,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="one transformer per M; figure and threshold M*",
         description="Train one transformer per M (each resumable; finished ones are reused), then write "
         "OUT/sweep.png (error vs M for the transformer, dMMSE and ridge on both task distributions, and the "
-        "transformer's distance to each), table.md and sweep.json with the estimated threshold M*.",
+        "transformer's distance to each), sweep_training.png (the distances and M* at every evaluation, to show "
+        "whether the threshold still moves when training stops), table.md and sweep.json with the estimated "
+        "threshold M*.",
         formatter_class=HelpFormatter,
     )
     p.add_argument(
@@ -144,7 +146,9 @@ def _run_sweep(args: argparse.Namespace) -> None:
 
     summary = run_sweep(parse_tasks(args.tasks), _config(args), args.out)
     print(Path(args.out, "table.md").read_text())
-    print(f"wrote {args.out}/sweep.png, table.md, sweep.json ({summary['threshold']['status']})")
+    print(
+        f"wrote {args.out}/sweep.png, sweep_training.png, table.md, sweep.json ({summary['threshold']['status']})"
+    )
 
 
 def _run_baselines(args: argparse.Namespace) -> None:

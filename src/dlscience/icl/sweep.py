@@ -19,7 +19,7 @@ from dlscience.errors import InputValidationError
 from dlscience.icl.training import ICLConfig, train
 from dlscience.results import save_figure, write_json
 
-__all__ = ["parse_tasks", "run_sweep", "threshold"]
+__all__ = ["parse_tasks", "run_sweep", "threshold", "threshold_by_step"]
 
 RULE = "M* where log(Delta(PT,dMMSE)/Delta(PT,ridge)) on the true distribution crosses 0 (linear in log2 M)"
 
@@ -72,7 +72,7 @@ def threshold(ms: list[int], d_dmmse: list[float], d_ridge: list[float]) -> dict
 
 def run_sweep(tasks: list[int | None], base: ICLConfig, out: str | Path, *, progress: bool = True) -> dict:
     """Train one transformer per M (each resumable, finished ones reused) and write ``sweep.json``,
-    ``sweep.png`` and ``table.md`` to ``out``.
+    ``sweep.png``, ``sweep_training.png`` (:func:`threshold_by_step`) and ``table.md`` to ``out``.
 
     Parameters
     ----------
@@ -90,9 +90,11 @@ def run_sweep(tasks: list[int | None], base: ICLConfig, out: str | Path, *, prog
     """
     out = Path(out)
     rows = []
+    curves = {}
     for m in tasks:
         cfg = replace(base, n_tasks=m)
         log = train(cfg, out / f"M={'inf' if m is None else m}", progress=progress)
+        curves[m] = log["evals"]
         final = log["evals"][-1]
         rows.append(
             {
@@ -110,11 +112,85 @@ def run_sweep(tasks: list[int | None], base: ICLConfig, out: str | Path, *, prog
         [r["delta"]["true"]["transformer|ridge"] for r in finite],
     )
     settings = {**asdict(base.resolved()), "n_tasks": "per row"}
-    summary = {"settings": settings, "rows": rows, "threshold": est}
+    by_step = threshold_by_step({m: ev for m, ev in curves.items() if m is not None})
+    summary = {"settings": settings, "rows": rows, "threshold": est, "threshold_by_step": by_step}
     write_json(out / "sweep.json", summary)
     (out / "table.md").write_text(_table(rows, est))
     save_figure(out / "sweep.png", _figure(rows, est))
+    save_figure(out / "sweep_training.png", _training_figure(curves, by_step))
     return summary
+
+
+def threshold_by_step(evals: dict[int, list[dict]]) -> list[dict]:
+    """M* (same rule as :func:`threshold`) at every evaluation step shared by all finite-M runs, to show
+    whether the threshold is still moving when training stops.
+
+    Parameters
+    ----------
+    evals : dict
+        M -> the ``evals`` list of that run's training log (each entry ``{"step", "true": {"delta": ...}}``).
+
+    Returns
+    -------
+    list of dict
+        ``{"step", "log2_M_star" (float or None), "status"}`` in step order; empty with fewer than two M.
+    """
+    ms = sorted(evals)
+    if len(ms) < 2:
+        return []
+    per_m = [{e["step"]: e["true"]["delta"] for e in evals[m]} for m in ms]
+    steps = sorted(set.intersection(*(set(d) for d in per_m)))
+    out = []
+    for step in steps:
+        d_dmmse = [d[step]["transformer|dmmse"] for d in per_m]
+        d_ridge = [d[step]["transformer|ridge"] for d in per_m]
+        if min(d_dmmse + d_ridge) <= 0:
+            continue
+        est = threshold(ms, d_dmmse, d_ridge)
+        out.append({"step": step, "log2_M_star": est["log2_M_star"], "status": est["status"]})
+    return out
+
+
+def _training_figure(curves, by_step):
+    """Left: r(M) = log(Delta(PT,dMMSE) / Delta(PT,ridge)) on true tasks over training, one line per M, with
+    M* per step; right: Delta(PT, dMMSE) on the pretraining pool over training (how far memorisation got)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    finite = sorted(m for m in curves if m is not None)
+    colors = plt.cm.viridis([i / max(len(finite) - 1, 1) for i in range(len(finite))])
+    for m, c in zip(finite, colors, strict=True):
+        ev = [e for e in curves[m] if e["true"]["delta"]["transformer|ridge"] > 0]
+        steps = [e["step"] for e in ev]
+        r = [
+            math.log(
+                max(e["true"]["delta"]["transformer|dmmse"], 1e-12) / e["true"]["delta"]["transformer|ridge"]
+            )
+            for e in ev
+        ]
+        axes[0].plot(steps, r, "-", color=c, label=f"M = {_fmt_m(m)}")
+        axes[2].semilogy(
+            steps, [max(e["pretrain"]["delta"]["transformer|dmmse"], 1e-6) for e in ev], "-", color=c
+        )
+    axes[0].axhline(0, color="gray", lw=1)
+    axes[0].set_title("log(Delta(PT,dMMSE) / Delta(PT,ridge)), true tasks\n< 0: nearer dMMSE", fontsize=9)
+    axes[0].legend(fontsize=7)
+    pts = [(b["step"], b["log2_M_star"]) for b in by_step if b["log2_M_star"] is not None]
+    if pts:
+        axes[1].plot(*zip(*pts, strict=True), "o-", color="C3")
+    axes[1].set_title("estimated log2 M* at each evaluation", fontsize=9)
+    axes[1].set_ylabel("log2 M*")
+    axes[2].set_title(
+        "Delta(PT, dMMSE) on the pretraining pool\n(falls as the pool is memorised)", fontsize=9
+    )
+    for a in axes:
+        a.set_xlabel("training step")
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
 
 
 def _fmt_m(m):
