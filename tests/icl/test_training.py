@@ -85,6 +85,11 @@ def test_threshold_rule_and_task_parsing():
     e = 2.718281828459045
     est = threshold([1, 4, 16], [0.1 / e**2, 0.1 / e, 0.1 * e], [0.1, 0.1, 0.1])
     assert est["status"] == "crossed" and est["log2_M_star"] == pytest.approx(3.0)
+    assert "sequences_per_task_at_M_star" not in est
+    with_budget = threshold(
+        [1, 4, 16], [0.1 / e**2, 0.1 / e, 0.1 * e], [0.1, 0.1, 0.1], n_sequences=6000 * 128
+    )
+    assert with_budget["sequences_per_task_at_M_star"] == pytest.approx(6000 * 128 / 8)
     assert threshold([1, 4], [0.01, 0.01], [1.0, 1.0])["status"] == "above grid"
     assert threshold([1, 4], [1.0, 1.0], [0.01, 0.01])["status"] == "below grid"
 

@@ -52,8 +52,22 @@ def parse_tasks(text: str) -> list[int | None]:
     return out
 
 
-def threshold(ms: list[int], d_dmmse: list[float], d_ridge: list[float]) -> dict:
+def threshold(
+    ms: list[int], d_dmmse: list[float], d_ridge: list[float], n_sequences: int | None = None
+) -> dict:
     """M* from finite M values and their Deltas on the true distribution (rule in the module docstring).
+
+    Parameters
+    ----------
+    ms : list of int
+        Increasing pool sizes.
+    d_dmmse, d_ridge : list of float
+        Delta(PT, dMMSE) and Delta(PT, ridge) on the true distribution, one per M (positive).
+    n_sequences : int, optional
+        Training sequences per run (steps x batch). When given and the threshold is crossed, the result also
+        holds ``sequences_per_task_at_M_star`` = n_sequences / M*: the paper finds that below the threshold
+        more sequences per task move the PT toward dMMSE, so thresholds from different training budgets are
+        best compared in these units.
 
     Returns
     -------
@@ -65,7 +79,10 @@ def threshold(ms: list[int], d_dmmse: list[float], d_ridge: list[float]) -> dict
         if r[i - 1] < 0 <= r[i]:
             x0, x1 = math.log2(ms[i - 1]), math.log2(ms[i])
             x = x0 + (x1 - x0) * (-r[i - 1]) / (r[i] - r[i - 1])
-            return {"M_star": 2**x, "log2_M_star": x, "status": "crossed", "rule": RULE}
+            est = {"M_star": 2**x, "log2_M_star": x, "status": "crossed", "rule": RULE}
+            if n_sequences is not None:
+                est["sequences_per_task_at_M_star"] = n_sequences / 2**x
+            return est
     status = "below grid" if r and r[0] >= 0 else "above grid"
     return {"M_star": None, "log2_M_star": None, "status": status, "rule": RULE}
 
@@ -106,12 +123,14 @@ def run_sweep(tasks: list[int | None], base: ICLConfig, out: str | Path, *, prog
             }
         )
     finite = [r for r in rows if r["M"] is not None]
+    resolved = base.resolved()
     est = threshold(
         [r["M"] for r in finite],
         [r["delta"]["true"]["transformer|dmmse"] for r in finite],
         [r["delta"]["true"]["transformer|ridge"] for r in finite],
+        n_sequences=resolved.steps * resolved.batch_size,
     )
-    settings = {**asdict(base.resolved()), "n_tasks": "per row"}
+    settings = {**asdict(resolved), "n_tasks": "per row"}
     by_step = threshold_by_step({m: ev for m, ev in curves.items() if m is not None})
     summary = {"settings": settings, "rows": rows, "threshold": est, "threshold_by_step": by_step}
     write_json(out / "sweep.json", summary)
@@ -219,6 +238,11 @@ def _table(rows, est) -> str:
         "",
         f"Errors are per-position means / D against the noiseless target. M* = {star}; rule: {RULE}.",
     ]
+    if "sequences_per_task_at_M_star" in est:
+        lines += [
+            "",
+            f"Training sequences per task at M* (steps x batch / M*): {est['sequences_per_task_at_M_star']:,.0f}.",
+        ]
     inf = [r for r in rows if r["M"] is None]
     if inf:
         pt, ridge = inf[0]["mean_error"]["true"]["transformer"], inf[0]["mean_error"]["true"]["ridge"]
