@@ -161,7 +161,9 @@ def run_compare(
             seed=seed,
             progress=lambda name, i: bar.update(1),
             checkpoint=checkpoint,
-            fingerprint=_fingerprint(model, ds, json.dumps(sched.to_json(), sort_keys=True)),
+            fingerprint=_fingerprint(
+                model, ds, json.dumps([sched.to_json(), sorted(machines)], sort_keys=True)
+            ),
         )
     finally:
         bar.close()
