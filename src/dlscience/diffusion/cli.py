@@ -34,6 +34,17 @@ def _labels(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"--labels must be comma-separated integers, got {text!r}") from None
 
 
+def _add_schedule_offset(parser: argparse.ArgumentParser) -> None:
+    """The ``--schedule-offset`` option shared by ``els sample`` and ``els compare``."""
+    parser.add_argument(
+        "--schedule-offset",
+        type=int,
+        default=0,
+        choices=[0, 1],
+        help="1 reproduces the reference code's off-by-one lookup (each step uses the size calibrated 0.05 later)",
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``els`` subcommand group to the top-level parser."""
     from dlscience.data import DATASETS
@@ -98,13 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"patch-size schedule: a preset ({', '.join(PRESETS)}), a JSON file, or an odd "
         "integer; default DATASET-resnet (3 for digits)",
     )
-    p.add_argument(
-        "--schedule-offset",
-        type=int,
-        default=0,
-        choices=[0, 1],
-        help="1 reproduces the reference code's off-by-one schedule lookup",
-    )
+    _add_schedule_offset(p)
     p.add_argument(
         "--n-train",
         type=int,
@@ -179,13 +184,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     k.add_argument("--model", required=True, help="folder or model.pt written by `dlscience diffusion train`")
     k.add_argument("--schedule", required=True, help="patch-size schedule: JSON file, preset or odd integer")
-    k.add_argument(
-        "--schedule-offset",
-        type=int,
-        default=0,
-        choices=[0, 1],
-        help="1 reproduces the reference code's off-by-one lookup (each step uses the size calibrated 0.05 later)",
-    )
+    _add_schedule_offset(k)
     k.add_argument(
         "--machines",
         default="ELS,LS,IS",

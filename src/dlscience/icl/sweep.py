@@ -171,8 +171,8 @@ def threshold_by_step(evals: dict[int, list[dict]]) -> list[dict]:
 
 
 def _training_figure(curves, by_step):
-    """Left: r(M) = log(Delta(PT,dMMSE) / Delta(PT,ridge)) on true tasks over training, one line per M, with
-    M* per step; right: Delta(PT, dMMSE) on the pretraining pool over training (how far memorisation got)."""
+    """Three panels over training steps: r(M) = log(Delta(PT,dMMSE) / Delta(PT,ridge)) on true tasks, one line
+    per M; log2 M* at each evaluation; Delta(PT, dMMSE) on the pretraining pool (how far memorisation got)."""
     import matplotlib
 
     matplotlib.use("Agg")
