@@ -220,6 +220,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--conditional", action="store_true", help="class-conditional (learned class embedding)")
     t.add_argument("--padding", default="zeros", choices=["zeros", "circular"], help="convolution padding")
     t.add_argument(
+        "--up-projection",
+        default="linear",
+        choices=["linear", "relu"],
+        help="ResNet: linear 3x3 up-projection into the residual stream (as the reference code; trains to a "
+        "lower loss) or one followed by a ReLU (dlscience runs before this option; use it to resume them)",
+    )
+    t.add_argument(
         "--preset",
         default="cpu",
         choices=["cpu", "paper"],
@@ -286,6 +293,7 @@ def _run_train(args: argparse.Namespace) -> None:
         n_train=args.n_train,
         conditional=args.conditional,
         padding=args.padding,
+        up_projection=args.up_projection,
         preset=args.preset,
         width=args.width,
         lr=args.lr,

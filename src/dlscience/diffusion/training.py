@@ -23,7 +23,7 @@ from torch import nn
 
 from dlscience.checkpoint import TrainingCheckpoint, record_loss
 from dlscience.data import load_images
-from dlscience.diffusion.networks import ARCHITECTURES, NetworkDenoiser, build_network
+from dlscience.diffusion.networks import ARCHITECTURES, UP_PROJECTIONS, NetworkDenoiser, build_network
 from dlscience.diffusion.schedule import alpha_bar
 from dlscience.errors import InputValidationError, UserError
 from dlscience.results import load_torch, save_torch, write_json
@@ -65,6 +65,9 @@ class TrainConfig:
     steps : int, optional
         Optimiser steps in total (preset: 7,200 ResNet / 14,000 UNet steps, about 100 min each on one core, for
         ``cpu``; 140,000 = 300 epochs of 60,000 images for ``paper``).
+    up_projection : {"linear", "relu"}
+        ResNet only: see :class:`~dlscience.diffusion.networks.ResNet` (models saved without this setting
+        are ``"relu"``).
     checkpoint_every : int
         Steps between checkpoints.
     seed : int
@@ -85,6 +88,7 @@ class TrainConfig:
     lr_decay: float = 0.999965
     batch_size: int | None = None
     steps: int | None = None
+    up_projection: str = "linear"
     checkpoint_every: int = 200
     seed: int = 0
 
@@ -94,6 +98,10 @@ class TrainConfig:
             raise InputValidationError(f"--arch must be one of {ARCHITECTURES}, got {self.arch!r}")
         if self.preset not in PRESETS:
             raise InputValidationError(f"--preset must be one of {tuple(PRESETS)}, got {self.preset!r}")
+        if self.up_projection not in UP_PROJECTIONS:
+            raise InputValidationError(
+                f"--up-projection must be one of {UP_PROJECTIONS}, got {self.up_projection!r}"
+            )
         for name in ("batch_size", "steps", "checkpoint_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InputValidationError(f"--{name.replace('_', '-')} must be >= 1")
@@ -131,6 +139,8 @@ def _resume_settings(config: TrainConfig) -> dict:
     d = asdict(config)
     for key in ("data_dir", "download", "steps", "checkpoint_every"):
         d.pop(key)
+    if config.arch != "resnet" or config.up_projection == "relu":
+        d.pop("up_projection")  # as in checkpoints written before the option, so that they still resume
     return d
 
 
@@ -168,7 +178,12 @@ def train(config: TrainConfig, out: str | Path, *, progress: bool = True, device
         )
     torch.manual_seed(config.seed)
     model = build_network(
-        config.arch, C, width=config.width, padding=config.padding, num_classes=num_classes
+        config.arch,
+        C,
+        width=config.width,
+        padding=config.padding,
+        num_classes=num_classes,
+        up_projection=config.up_projection,
     ).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: config.lr_decay**step)
@@ -268,6 +283,7 @@ def load_network(path: str | Path, device: str = "cpu") -> NetworkDenoiser:
         width=cfg["width"],
         padding=cfg["padding"],
         num_classes=saved["num_classes"],
+        up_projection=cfg.get("up_projection", "relu"),  # models saved before the option had a ReLU
     ).to(device)
     model.load_state_dict(saved["model"])
     return NetworkDenoiser(model, tuple(saved["image_shape"]), saved["num_classes"])
