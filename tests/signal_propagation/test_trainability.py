@@ -11,7 +11,7 @@ import torch
 from dlscience.signal_propagation.model import SignalPropParams
 from dlscience.signal_propagation.trainability import (
     CharCorpus,
-    MaskedCharModel,
+    CharTransformer,
     TrainabilityConfig,
     run_grid,
     summarise,
@@ -29,17 +29,53 @@ def test_corpus_split_and_masking():
     assert mask.any(1).all() and (target > 0).all()
 
 
-def test_model_shapes_and_token_norms():
+def test_unmasked_batches_are_plain_windows():
+    corpus = CharCorpus(TEXTS, seed=0)
+    tokens, target, mask = corpus.batch("test", 8, 12, 0.0, torch.Generator().manual_seed(0))
+    assert not mask.any() and torch.equal(tokens, target)
+
+
+@pytest.mark.parametrize("task", ["causal", "masked"])
+def test_model_shapes_and_token_norms(task):
+    cfg = TrainabilityConfig(**{**CFG.__dict__, "task": task, "width": 256})
     corpus = CharCorpus(TEXTS)
-    model = MaskedCharModel(corpus.vocab_size, CFG, SignalPropParams(0.5, 0.5), seed=0)
+    model = CharTransformer(corpus.vocab_size, cfg, SignalPropParams(0.5, 0.5), seed=0)
     tokens, _, _ = corpus.batch("train", 4, 12, 0.15, torch.Generator().manual_seed(1))
     assert model(tokens).shape == (4, 12, corpus.vocab_size)
-    q = (model.inputs(tokens) ** 2).sum(-1).mean() / CFG.width
-    assert 0.7 < float(q.detach()) < 1.3  # embeddings enter the blocks with q about 1
+    q = float((model.inputs(tokens) ** 2).sum(-1).mean().detach()) / cfg.width
+    # character and position embeddings enter the blocks with q about 1 each
+    assert q == pytest.approx(1 + cfg.pos_scale**2, rel=0.15)
+
+
+def test_causal_model_never_sees_the_future():
+    """With task="causal" the logits at position i depend on characters 0..i only; masked attention sees all."""
+    corpus = CharCorpus(TEXTS)
+    tokens, _, _ = corpus.batch("train", 2, 12, 0.0, torch.Generator().manual_seed(2))
+    changed = tokens.clone()
+    changed[:, 7:] = (changed[:, 7:] % (corpus.vocab_size - 1)) + 1  # other characters from position 7 on
+    for task, same_prefix in (("causal", True), ("masked", False)):
+        cfg = TrainabilityConfig(**{**CFG.__dict__, "task": task})
+        model = CharTransformer(corpus.vocab_size, cfg, SignalPropParams(0.5, 0.5, 1.0, 2.0), seed=0)
+        with torch.no_grad():
+            a, b = model(tokens), model(changed)
+        assert torch.allclose(a[:, :7], b[:, :7], atol=1e-5) == same_prefix
+        assert not torch.allclose(a[:, 7:], b[:, 7:], atol=1e-3)
+
+
+def test_bad_config_is_refused():
+    from dlscience.errors import InputValidationError
+
+    with pytest.raises(InputValidationError, match="task"):
+        TrainabilityConfig(task="bidirectional")
+    with pytest.raises(InputValidationError, match="steps"):
+        TrainabilityConfig(steps=0)
 
 
 def test_grid_runs_resumes_and_summarises(tmp_path):
     s = run_grid(TEXTS, [0.3, 0.7], [1.0], CFG, tmp_path, progress=False)
+    start = s["points"][0]["train_loss_curve"][0][1]
+    assert start == pytest.approx(np.log(CharCorpus(TEXTS).vocab_size), rel=0.5)  # about uniform at step 0
+    assert all(p["test_loss"] < start for p in s["points"])  # both points learn something in 30 steps
     assert len(s["points"]) == 2 and all(p["test_loss"] > 0 for p in s["points"])
     files = sorted((tmp_path / "points").glob("*.json"))
     assert len(files) == 2 and (tmp_path / "trainability.png").exists()
