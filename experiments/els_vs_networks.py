@@ -5,9 +5,9 @@ median Pearson r on Fashion-MNIST (zero padding, class-conditional) of ELS 0.90 
 0.91 / 0.91 / 0.80 (UNet).
 
 Stages, each resumable (a finished stage is skipped; training continues from its checkpoint):
-    1. train a class-conditional, zero-padded ResNet (width 32, linear up-projection) and UNet (16-32-64) on a seeded Fashion-MNIST
-       subset (``--n-train``, default 10,000 images = 1,000 per class) for ``--resnet-steps`` /
-       ``--unet-steps`` steps (raising them continues training from the checkpoint);
+    1. train a class-conditional, zero-padded ResNet (width 32, ReLU after the up-projection) and UNet
+       (16-32-64) on a seeded Fashion-MNIST subset (``--n-train``, default 10,000 images = 1,000 per class)
+       for ``--resnet-steps`` / ``--unet-steps`` steps (raising them continues training from the checkpoint);
     2. calibrate the ELS patch size to each network (``--calibration-samples`` trajectories);
     3. compare network vs ELS, LS and IS on ``--n-seeds`` seeds;
     4. write ``results/els_vs_networks/table.md``, ``summary.json`` (median r next to the paper's values) and
@@ -55,10 +55,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--resnet-up-projection",
-        default="linear",
-        choices=["linear", "relu"],
-        help="ResNet up-projection: linear as in the reference code (default) or followed by a ReLU (the "
-        "runs kept in resnet_relu_up_*)",
+        default="relu",
+        choices=["relu", "linear"],
+        help="ResNet up-projection: followed by a ReLU (default) or linear as in the reference code (kept in "
+        "resnet_linear_up_5400steps)",
     )
     parser.add_argument("--resnet-steps", type=int, default=7200, help="ResNet training steps")
     parser.add_argument("--unet-steps", type=int, default=14000, help="UNet training steps")
@@ -97,7 +97,7 @@ def main() -> None:
             batch_size=args.batch_size,
             steps=getattr(args, f"{arch}_steps"),
             checkpoint_every=50,
-            up_projection=args.resnet_up_projection if arch == "resnet" else "linear",
+            up_projection=args.resnet_up_projection if arch == "resnet" else "relu",
         )
         if (
             not (folder / "model.pt").exists()

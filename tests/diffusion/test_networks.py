@@ -117,8 +117,8 @@ def test_trained_model_loads_as_a_denoiser_and_other_settings_are_refused(tmp_pa
 def test_linear_up_projection_keeps_an_affine_path_and_relu_does_not(gen):
     """With no residual layers the linear-up ResNet is down(up(x) + b): affine in x. The ReLU variant is not."""
     torch.manual_seed(0)
-    linear = ResNet(1, width=8, depth=0)
-    relu = ResNet(1, width=8, depth=0, up_projection="relu")
+    linear = ResNet(1, width=8, depth=0, up_projection="linear")
+    relu = ResNet(1, width=8, depth=0)
     relu.load_state_dict(linear.state_dict())
     x1, x2 = torch.randn(2, 1, 1, 6, 6, generator=gen)
     t = torch.tensor([0.5])
@@ -134,14 +134,15 @@ def test_linear_up_projection_keeps_an_affine_path_and_relu_does_not(gen):
 
 def test_runs_from_before_the_up_projection_option_resume_and_load_as_relu(tmp_path):
     """Checkpoints and models written before ``up_projection`` existed carry no such setting and had the ReLU:
-    they resume with ``up_projection="relu"`` (bit for bit) and load as a ReLU network."""
-    relu = TrainConfig(**{**TINY.__dict__, "up_projection": "relu"})
+    they resume with the default ``up_projection="relu"`` (bit for bit) and load as a ReLU network."""
+    relu = TINY
+    linear = TrainConfig(**{**TINY.__dict__, "up_projection": "linear"})
     train(relu, tmp_path / "straight", progress=False)
     train(TrainConfig(**{**relu.__dict__, "steps": 3}), tmp_path / "old", progress=False)
     ckpt = torch.load(tmp_path / "old" / "checkpoint.pt", weights_only=False)
     assert "up_projection" not in ckpt["settings"]  # the layout of an old checkpoint
     with pytest.raises(UserError, match="other settings"):
-        train(TINY, tmp_path / "old", progress=False)  # the new default (linear) is another network
+        train(linear, tmp_path / "old", progress=False)  # another network
     train(relu, tmp_path / "old", progress=False)
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "old")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -152,5 +153,5 @@ def test_runs_from_before_the_up_projection_option_resume_and_load_as_relu(tmp_p
     assert load_network(tmp_path / "legacy.pt").model.up_projection == "relu"
     assert load_network(tmp_path / "straight").model.up_projection == "relu"
     assert load_network(tmp_path / "old").model.up_projection == "relu"
-    train(TINY, tmp_path / "linear", progress=False)
+    train(linear, tmp_path / "linear", progress=False)
     assert load_network(tmp_path / "linear").model.up_projection == "linear"

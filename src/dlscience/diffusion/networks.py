@@ -102,11 +102,12 @@ class ResNet(nn.Module):
     num_classes : int, optional
         Adds a class embedding (class-conditional network).
     emb_dim : int, default 128
-    up_projection : {"linear", "relu"}, default "linear"
-        ``"linear"``: the residual stream starts from the 3x3 up-projection of x plus the layer-0 embedding bias,
-        as in the reference code's MinimalResNet. ``"relu"``: a ReLU follows it (the layout of dlscience
-        checkpoints written before this option; they load as ``"relu"``). On the CPU preset the linear form
-        trains to a lower loss (about 9% lower at 750-1,500 steps on identical data).
+    up_projection : {"relu", "linear"}, default "relu"
+        ``"relu"``: a ReLU follows the 3x3 up-projection. ``"linear"``: the residual stream starts from the
+        up-projection of x plus the layer-0 embedding bias, as in the reference code's MinimalResNet. On the CPU
+        preset the linear form reaches a lower training loss (0.087 against 0.091 at 5,400 steps), but its
+        DDIM samples collapse to saturated blobs and the ELS machine predicts them far worse (median r 0.66
+        against 0.83-0.85 for ReLU networks), so ``"relu"`` is the default.
 
     Shapes: ``forward(x (B, C, H, W), t (B,), labels (B,) or None) -> eps (B, C, H, W)``.
 
@@ -121,7 +122,7 @@ class ResNet(nn.Module):
         padding: str = "zeros",
         num_classes: int | None = None,
         emb_dim: int = 128,
-        up_projection: str = "linear",
+        up_projection: str = "relu",
     ):
         super().__init__()
         if up_projection not in UP_PROJECTIONS:
@@ -211,7 +212,7 @@ def build_network(
     width: int | None = None,
     padding: str = "zeros",
     num_classes: int | None = None,
-    up_projection: str = "linear",
+    up_projection: str = "relu",
 ) -> nn.Module:
     """A :class:`ResNet` (``width`` hidden channels, default 256; ``up_projection`` as there) or :class:`UNet`
     (widths ``(w, 2w, 4w)``, default w = 64); raises InputValidationError for an unknown architecture."""

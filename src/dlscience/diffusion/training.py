@@ -65,7 +65,7 @@ class TrainConfig:
     steps : int, optional
         Optimiser steps in total (preset: 7,200 ResNet / 14,000 UNet steps, about 100 min each on one core, for
         ``cpu``; 140,000 = 300 epochs of 60,000 images for ``paper``).
-    up_projection : {"linear", "relu"}
+    up_projection : {"relu", "linear"}
         ResNet only: see :class:`~dlscience.diffusion.networks.ResNet` (models saved without this setting
         are ``"relu"``).
     checkpoint_every : int
@@ -88,7 +88,7 @@ class TrainConfig:
     lr_decay: float = 0.999965
     batch_size: int | None = None
     steps: int | None = None
-    up_projection: str = "linear"
+    up_projection: str = "relu"
     checkpoint_every: int = 200
     seed: int = 0
 
