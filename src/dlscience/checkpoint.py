@@ -34,12 +34,18 @@ class TrainingCheckpoint:
         The data (and noise) stream.
     extra : dict, optional
         Further values saved beside the states (e.g. the planned number of steps).
+    averaged : torch.optim.swa_utils.AveragedModel, optional
+        An exponential moving average of the weights, saved and restored with the rest; restoring a checkpoint
+        written without one leaves it untouched (the average then starts at the next update).
     """
 
-    def __init__(self, path, settings: dict, *, model, optimizer, scheduler, generator, extra=None):
+    def __init__(
+        self, path, settings: dict, *, model, optimizer, scheduler, generator, extra=None, averaged=None
+    ):
         self.path = Path(path)
         self.fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
         self.model, self.optimizer, self.scheduler, self.generator = model, optimizer, scheduler, generator
+        self.averaged = averaged
         self.extra = dict(extra or {})
         self.settings = dict(settings)
 
@@ -71,6 +77,8 @@ class TrainingCheckpoint:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.generator.set_state(saved["generator"])
+        if self.averaged is not None and saved.get("averaged") is not None:
+            self.averaged.load_state_dict(saved["averaged"])
         state = saved["state"]
         state.setdefault("window", [])  # checkpoints written before the window was kept
         return state, dict(saved.get("extra", {}))
@@ -85,6 +93,7 @@ class TrainingCheckpoint:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "generator": self.generator.get_state(),
+                "averaged": None if self.averaged is None else self.averaged.state_dict(),
                 "state": state,
                 "extra": self.extra,
                 "settings": self.settings,

@@ -155,3 +155,47 @@ def test_runs_from_before_the_up_projection_option_resume_and_load_as_relu(tmp_p
     assert load_network(tmp_path / "old").model.up_projection == "relu"
     train(linear, tmp_path / "linear", progress=False)
     assert load_network(tmp_path / "linear").model.up_projection == "linear"
+
+
+def test_weight_average_is_the_ema_of_the_iterates_and_resumes_exactly(tmp_path):
+    """With ``ema_decay`` d the saved model is e_k = d e_(k-1) + (1 - d) w_k over the iterates w_k (e_1 = w_1),
+    computed here from the iterates of a run without an average; the iterates themselves are unchanged
+    (``model_raw``), the average resumes bit for bit, and switching it on when extending a run starts it there."""
+    d = 0.7
+    cfg = TrainConfig(**{**TINY.__dict__, "checkpoint_every": 1})
+    iterates = []
+    for k in range(1, 7):  # the plain run's weights after every step (resumes are exact, tested above)
+        train(TrainConfig(**{**cfg.__dict__, "steps": k}), tmp_path / "plain", progress=False)
+        iterates.append(_weights(tmp_path / "plain"))
+
+    def ema(ws):
+        e = {k: v.clone() for k, v in ws[0].items()}
+        for w in ws[1:]:
+            e = {k: d * e[k] + (1 - d) * w[k] for k in e}
+        return e
+
+    averaged = TrainConfig(**{**cfg.__dict__, "ema_decay": d})
+    summary = train(averaged, tmp_path / "ema", progress=False)
+    saved = torch.load(tmp_path / "ema" / "model.pt", weights_only=True)
+    expected = ema(iterates)
+    for k in expected:
+        assert torch.equal(saved["model_raw"][k], iterates[-1][k]), k
+        torch.testing.assert_close(saved["model"][k], expected[k], rtol=1e-5, atol=1e-6)
+    assert summary["ema"] == {"decay": d, "start_step": 0}
+    assert not torch.equal(saved["model"]["down.weight"], saved["model_raw"]["down.weight"])
+
+    train(TrainConfig(**{**averaged.__dict__, "steps": 3}), tmp_path / "resumed", progress=False)
+    train(averaged, tmp_path / "resumed", progress=False)
+    resumed = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)
+    assert all(torch.equal(resumed["model"][k], saved["model"][k]) for k in expected)
+
+    train(TrainConfig(**{**cfg.__dict__, "steps": 3}), tmp_path / "late", progress=False)
+    late = train(averaged, tmp_path / "late", progress=False)  # an average switched on at step 3
+    assert late["ema"]["start_step"] == 3
+    late_model = torch.load(tmp_path / "late" / "model.pt", weights_only=True)["model"]
+    for k in expected:
+        torch.testing.assert_close(late_model[k], ema(iterates[3:])[k], rtol=1e-5, atol=1e-6)
+    raw = load_network(tmp_path / "late", raw=True).model.state_dict()
+    assert torch.equal(raw["down.weight"], iterates[-1]["down.weight"])
+    with pytest.raises(InputValidationError, match="ema-decay"):
+        TrainConfig(ema_decay=1.0).resolved()

@@ -68,6 +68,11 @@ class TrainConfig:
     up_projection : {"relu", "linear"}
         ResNet only: see :class:`~dlscience.diffusion.networks.ResNet` (models saved without this setting
         are ``"relu"``).
+    ema_decay : float
+        Decay in [0, 1) of an exponential moving average of the weights, updated after every step and saved
+        as the model's weights (0, the default, keeps none; 0.999 averages over about 1,000 steps). It is not
+        part of a run's identity: switching it on when extending a run starts the average at that step
+        (recorded in ``train.json``).
     checkpoint_every : int
         Steps between checkpoints.
     seed : int
@@ -89,6 +94,7 @@ class TrainConfig:
     batch_size: int | None = None
     steps: int | None = None
     up_projection: str = "relu"
+    ema_decay: float = 0.0
     checkpoint_every: int = 200
     seed: int = 0
 
@@ -101,6 +107,10 @@ class TrainConfig:
         if self.up_projection not in UP_PROJECTIONS:
             raise InputValidationError(
                 f"--up-projection must be one of {UP_PROJECTIONS}, got {self.up_projection!r}"
+            )
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise InputValidationError(
+                f"--ema-decay must be in [0, 1) (0 = no average, 0.999 typical), got {self.ema_decay}"
             )
         for name in ("batch_size", "steps", "checkpoint_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
@@ -134,10 +144,10 @@ def training_images(config: TrainConfig, data_dir: str | None = None):
 
 
 def _resume_settings(config: TrainConfig) -> dict:
-    """The settings a resumed run must share (a run may be extended to more steps and resumed from another
-    data folder)."""
+    """The settings a resumed run must share (a run may be extended to more steps, resumed from another data
+    folder, and given a weight average from the current step on)."""
     d = asdict(config)
-    for key in ("data_dir", "download", "steps", "checkpoint_every"):
+    for key in ("data_dir", "download", "steps", "checkpoint_every", "ema_decay"):
         d.pop(key)
     if config.arch != "resnet" or config.up_projection == "relu":
         d.pop("up_projection")  # as in checkpoints written before the option, so that they still resume
@@ -151,8 +161,9 @@ def train(config: TrainConfig, out: str | Path, *, progress: bool = True, device
     ----------
     config : TrainConfig
     out : str or Path
-        Output folder: ``checkpoint.pt`` (resumable state), ``model.pt`` (final weights and config),
-        ``train.json`` (settings, loss curve, timings).
+        Output folder: ``checkpoint.pt`` (resumable state), ``model.pt`` (final weights and config; with
+        ``ema_decay`` > 0 the averaged weights, the last iterate kept as ``model_raw``), ``train.json``
+        (settings, loss curve, timings).
     progress : bool
         Show a progress bar with the running loss.
     device : str
@@ -188,6 +199,11 @@ def train(config: TrainConfig, out: str | Path, *, progress: bool = True, device
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: config.lr_decay**step)
     gen = torch.Generator().manual_seed(config.seed + 1)
+    averaged = None
+    if config.ema_decay > 0:
+        averaged = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay), use_buffers=True
+        )
     out = Path(out)
     ckpt = TrainingCheckpoint(
         out / "checkpoint.pt",
@@ -196,6 +212,7 @@ def train(config: TrainConfig, out: str | Path, *, progress: bool = True, device
         optimizer=opt,
         scheduler=sched,
         generator=gen,
+        averaged=averaged,
     )
     state, _ = ckpt.restore(
         {"step": 0, "losses": [], "seconds": 0.0},
@@ -231,6 +248,10 @@ def train(config: TrainConfig, out: str | Path, *, progress: bool = True, device
             loss.backward()
             opt.step()
             sched.step()
+            if averaged is not None:
+                if averaged.n_averaged.item() == 0:
+                    state["ema_start_step"] = state["step"]
+                averaged.update_parameters(model)
             state["step"] += 1
             if record_loss(state, loss.item(), final=state["step"] == config.steps):
                 bar.set_postfix(loss=f"{state['losses'][-1][1]:.4f}")
@@ -241,21 +262,17 @@ def train(config: TrainConfig, out: str | Path, *, progress: bool = True, device
                 ckpt.save(state)
     finally:
         bar.close()
-    save_torch(
-        out / "model.pt",
-        {
-            "config": asdict(config),
-            "model": model.state_dict(),
-            "image_shape": [C, H, W],
-            "num_classes": num_classes,
-        },
-    )
+    saved = {"config": asdict(config), "model": model.state_dict()}
+    if averaged is not None and averaged.n_averaged.item() > 0:
+        saved.update(model=averaged.module.state_dict(), model_raw=model.state_dict())
+    save_torch(out / "model.pt", {**saved, "image_shape": [C, H, W], "num_classes": num_classes})
     summary = {
         "command": "dlscience diffusion train",
         "settings": asdict(config),
         "steps": state["step"],
         "seconds": state["seconds"],
         "loss_curve": state["losses"],
+        "ema": {"decay": config.ema_decay, "start_step": state.get("ema_start_step")},
         "parameters": sum(p.numel() for p in model.parameters()),
         "data": {"name": ds.name, "source": ds.source, "n_train": len(ds)},
     }
@@ -263,8 +280,11 @@ def train(config: TrainConfig, out: str | Path, *, progress: bool = True, device
     return summary
 
 
-def load_network(path: str | Path, device: str = "cpu") -> NetworkDenoiser:
+def load_network(path: str | Path, device: str = "cpu", *, raw: bool = False) -> NetworkDenoiser:
     """Load ``model.pt`` (or a training folder) written by :func:`train` as a :class:`NetworkDenoiser`.
+
+    ``raw=True`` loads the last iterate instead of the weight average of a model trained with ``ema_decay``
+    (for other models both are the same weights).
 
     Raises UserError if the file does not exist or is not a dlscience model.
     """
@@ -285,5 +305,5 @@ def load_network(path: str | Path, device: str = "cpu") -> NetworkDenoiser:
         num_classes=saved["num_classes"],
         up_projection=cfg.get("up_projection", "relu"),  # models saved before the option had a ReLU
     ).to(device)
-    model.load_state_dict(saved["model"])
+    model.load_state_dict(saved["model_raw" if raw and "model_raw" in saved else "model"])
     return NetworkDenoiser(model, tuple(saved["image_shape"]), saved["num_classes"])
