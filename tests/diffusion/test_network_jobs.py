@@ -133,15 +133,17 @@ def test_train_calibrate_compare_pipeline(tmp_path, capsys):
 
 
 def test_preset_fills_only_unset_settings():
-    """The preset supplies width, lr, batch size and steps; explicit values win; bad values are refused."""
+    """The preset supplies width, lr, batch size, steps and weight average; explicit values win (also an
+    explicit 0 for the average); bad values are refused."""
     unet = TrainConfig(arch="unet").resolved()
-    assert (unet.width, unet.lr, unet.batch_size, unet.steps) == tuple(
-        PRESETS["cpu"]["unet"][k] for k in ("width", "lr", "batch_size", "steps")
+    assert (unet.width, unet.lr, unet.batch_size, unet.steps, unet.ema_decay) == tuple(
+        PRESETS["cpu"]["unet"][k] for k in ("width", "lr", "batch_size", "steps", "ema_decay")
     )
+    assert TrainConfig(arch="resnet").resolved().ema_decay == 0.999
     paper = TrainConfig(arch="resnet", preset="paper").resolved()
-    assert (paper.width, paper.batch_size) == (256, 128)
-    mine = TrainConfig(arch="resnet", width=8, lr=0.5, batch_size=3, steps=7).resolved()
-    assert (mine.width, mine.lr, mine.batch_size, mine.steps) == (8, 0.5, 3, 7)
+    assert (paper.width, paper.batch_size, paper.ema_decay) == (256, 128, 0.0)
+    mine = TrainConfig(arch="resnet", width=8, lr=0.5, batch_size=3, steps=7, ema_decay=0.0).resolved()
+    assert (mine.width, mine.lr, mine.batch_size, mine.steps, mine.ema_decay) == (8, 0.5, 3, 7, 0.0)
     assert mine.image_size == 32
     with pytest.raises(InputValidationError, match="--batch-size"):
         TrainConfig(batch_size=0).resolved()

@@ -162,7 +162,7 @@ def test_weight_average_is_the_ema_of_the_iterates_and_resumes_exactly(tmp_path)
     computed here from the iterates of a run without an average; the iterates themselves are unchanged
     (``model_raw``), the average resumes bit for bit, and switching it on when extending a run starts it there."""
     d = 0.7
-    cfg = TrainConfig(**{**TINY.__dict__, "checkpoint_every": 1})
+    cfg = TrainConfig(**{**TINY.__dict__, "checkpoint_every": 1, "ema_decay": 0.0})
     iterates = []
     for k in range(1, 7):  # the plain run's weights after every step (resumes are exact, tested above)
         train(TrainConfig(**{**cfg.__dict__, "steps": k}), tmp_path / "plain", progress=False)
