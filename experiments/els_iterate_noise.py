@@ -74,6 +74,7 @@ def figure(rows: list[dict], path: Path, machine: str) -> None:
             ax.plot(*zip(*pts, strict=True), style, label=f"{name} weights", ms=4)
     ax.set_xlabel("training step")
     ax.set_ylabel(f"median r (network vs {machine})")
+    ax.set_title(f"each checkpoint's samples vs the same {machine} samples", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(path, fig)

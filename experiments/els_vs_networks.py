@@ -5,9 +5,10 @@ median Pearson r on Fashion-MNIST (zero padding, class-conditional) of ELS 0.90 
 0.91 / 0.91 / 0.80 (UNet).
 
 Stages, each resumable (a finished stage is skipped; training continues from its checkpoint):
-    1. train a class-conditional, zero-padded ResNet (width 32, ReLU after the up-projection) and UNet
-       (16-32-64) on a seeded Fashion-MNIST subset (``--n-train``, default 10,000 images = 1,000 per class)
-       for ``--resnet-steps`` / ``--unet-steps`` steps (raising them continues training from the checkpoint);
+    1. train a class-conditional, zero-padded ResNet (width 32, ReLU after the up-projection, sampled from a
+       0.999 moving average of its weights) and UNet (16-32-64) on a seeded Fashion-MNIST subset
+       (``--n-train``, default 10,000 images = 1,000 per class) for ``--resnet-steps`` / ``--unet-steps``
+       steps (raising them continues training from the checkpoint);
     2. calibrate the ELS patch size to each network (``--calibration-samples`` trajectories);
     3. compare network vs ELS, LS and IS on ``--n-seeds`` seeds;
     4. write ``results/els_vs_networks/table.md``, ``summary.json`` (median r next to the paper's values) and
@@ -15,10 +16,11 @@ Stages, each resumable (a finished stage is skipped; training continues from its
 A stage whose output exists is skipped: after training further, move ``schedule.json`` and ``compare.json``
 away to recalibrate and recompare.
 
-CPU sizes: the paper trains width-256 ResNets for 300 epochs on a GPU; here each network trains for about 100
-minutes on one core (run ``--archs resnet`` and ``--archs unet`` as two processes with OMP_NUM_THREADS=1 to use
-2 cores; training resumes, so it can be spread over several runs). The measured run, about 3.5 hours in all
-on 2 cores: ``python experiments/els_vs_networks.py --n-seeds 50 --calibration-samples 4``.
+CPU sizes: the paper trains width-256 ResNets for 300 epochs on a GPU; here the ResNet trains for about 4
+hours and the UNet for about 100 minutes on one core (run ``--archs resnet`` and ``--archs unet`` as two
+processes with OMP_NUM_THREADS=1 to use 2 cores; training resumes, so it can be spread over several runs).
+Calibrating on 4 trajectories takes about 12 minutes and comparing 50 seeds about 35 minutes per network on 2
+cores. The measured run: ``python experiments/els_vs_networks.py --n-seeds 50 --calibration-samples 4``.
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ from dlscience.results import load_torch, save_torch, write_json
 __all__ = ["TrainConfig", "train", "training_images", "load_network", "PRESETS"]
 
 # The cpu ResNet keeps a weight average: at lr 1e-3 its last iterate's samples swing from checkpoint to
-# checkpoint (median r with ELS 0.76-0.89 over 300-step intervals), its average's do not (0.87-0.89).
+# checkpoint (median r with the same ELS samples 0.53-0.90 at checkpoints 300-550 steps apart), its average's
+# do not (0.87-0.90 once it spans 1,000 steps; results/els_vs_networks/iterates/).
 PRESETS = {
     "cpu": {
         "resnet": {"width": 32, "lr": 1e-3, "batch_size": 64, "steps": 18000, "ema_decay": 0.999},
