@@ -76,9 +76,8 @@ class TrainConfig:
     ema_decay : float, optional
         Decay in [0, 1) of an exponential moving average of the weights, updated after every step and saved
         as the model's weights (0 keeps none; 0.999, the cpu ResNet's preset, averages over about 1,000
-        steps; the paper keeps none). It is not
-        part of a run's identity: switching it on when extending a run starts the average at that step
-        (recorded in ``train.json``).
+        steps; the paper keeps none). It is not part of a run's identity: switching it on when extending a
+        run starts the average at that step (recorded in ``train.json``).
     checkpoint_every : int
         Steps between checkpoints.
     seed : int
