@@ -8,9 +8,10 @@ they need no resampling). Each row is appended to ``OUT/iterates.json``; ``OUT/i
 Pearson r against the training step. It stops when no training process writes the folder any more (or at
 ``--until-step``).
 
-Example (the measured run, beside the training that extended the ResNet from 12,600 to 18,000 steps)::
+Example (the measured run, beside ``dlscience diffusion train ... --ema-decay 0.999 --steps 18000`` extending
+the 12,800-step ResNet in a folder later renamed ``results/els_vs_networks/resnet``)::
 
-    python experiments/els_iterate_noise.py --train-dir results/els_vs_networks/resnet_long \\
+    python experiments/els_iterate_noise.py --train-dir runs/resnet \\
         --reference results/els_vs_networks/resnet_12600steps/compare_samples.npz \\
         --out results/els_vs_networks/iterates
 """

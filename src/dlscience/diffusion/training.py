@@ -33,7 +33,7 @@ from dlscience.results import load_torch, save_torch, write_json
 __all__ = ["TrainConfig", "train", "training_images", "load_network", "PRESETS"]
 
 # The cpu ResNet keeps a weight average: at lr 1e-3 its last iterate's samples swing from checkpoint to
-# checkpoint (median r with the same ELS samples 0.53-0.90 at checkpoints 300-550 steps apart), its average's
+# checkpoint (median r with the same ELS samples 0.53-0.90 at checkpoints 250-550 steps apart), its average's
 # do not (0.87-0.90 once it spans 1,000 steps; results/els_vs_networks/iterates/).
 PRESETS = {
     "cpu": {
