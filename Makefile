@@ -22,12 +22,15 @@ lint: venv
 bench: venv data
 	$(BIN)/python benchmarks/els_speed.py
 
-# Fashion-MNIST from Debian's dataset-fashion-mnist package (IDX files under $(FMNIST)).
+# Fashion-MNIST from Debian's dataset-fashion-mnist package (IDX files under $(FMNIST)) and the WordNet glosses
+# of wordnet-base (the signal-propagation study's text corpus; its tests skip without it).
+WORDNET := /usr/share/wordnet
+APT_GET  = $(SUDO) apt-get install -y -q $(1) >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q $(1) >/dev/null; }
 data:
-	@[ -f $(FMNIST)/train-images-idx3-ubyte.gz ] || { \
-	  $(SUDO) apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
-	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q dataset-fashion-mnist >/dev/null; }; }
+	@[ -f $(FMNIST)/train-images-idx3-ubyte.gz ] || { $(call APT_GET,dataset-fashion-mnist); }
 	@[ -f $(FMNIST)/train-images-idx3-ubyte.gz ] && echo "Fashion-MNIST: $(FMNIST)"
+	@[ -f $(WORDNET)/data.noun ] || { $(call APT_GET,wordnet-base); } || echo "wordnet-base not installed"
 
 venv: $(VENV)/.installed
 
