@@ -19,8 +19,8 @@ away to recalibrate and recompare.
 CPU sizes: the paper trains width-256 ResNets for 300 epochs on a GPU; here the ResNet trains for about 4
 hours and the UNet for about 100 minutes on one core (run ``--archs resnet`` and ``--archs unet`` as two
 processes with OMP_NUM_THREADS=1 to use 2 cores; training resumes, so it can be spread over several runs).
-Calibrating on 4 trajectories takes about 12 minutes and comparing 50 seeds about 35 minutes per network on 2
-cores. The measured run: ``python experiments/els_vs_networks.py --n-seeds 50 --calibration-samples 4``.
+Calibrating on 4 trajectories takes about 12 minutes and comparing 50 seeds about 25 minutes (ELS 26 s per
+seed) per network on 2 cores. The measured run: ``python experiments/els_vs_networks.py --n-seeds 50 --calibration-samples 4``.
 """
 
 from __future__ import annotations
