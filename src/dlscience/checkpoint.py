@@ -68,7 +68,15 @@ class TrainingCheckpoint:
         """
         if not self.path.exists():
             return {**default_state, "window": []}, {}
-        saved = load_torch(self.path)
+        saved = load_torch(
+            self.path,
+            what="training checkpoint",
+            fix="delete it to restart the run from step 0, or use another --out",
+        )
+        if not isinstance(saved, dict) or "model" not in saved:
+            raise UserError(
+                f"{self.path} is not a dlscience training checkpoint; delete it or use another --out"
+            )
         if saved.get("fingerprint") != self.fingerprint:
             old = saved.get("settings") or {}
             diffs = [f"{k} {old[k]!r} -> {v!r}" for k, v in self.settings.items() if k in old and old[k] != v]

@@ -10,30 +10,11 @@ import argparse
 import sys
 
 from dlscience import __version__
+from dlscience.cli_options import HelpFormatter, Parser
 from dlscience.errors import UserError
+from dlscience.runs import RunInterrupted
 
 __all__ = ["main", "build_parser", "HelpFormatter"]
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (``dlscience: error: ...``, exit status 2) instead of a usage block."""
-
-    def error(self, message: str):
-        self.exit(2, f"dlscience: error: {message} (see `{self.prog} --help`)\n")
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Show "(default: ...)" only for real defaults (not None, False or a required option)."""
-
-    def _get_help_string(self, action):
-        if (
-            action.default is None
-            or action.default is False
-            or action.required
-            or "default" in (action.help or "")
-        ):
-            return action.help
-        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     from dlscience.icl import cli as icl_cli
     from dlscience.signal_propagation import cli as sigprop_cli
 
-    parser = _Parser(
+    parser = Parser(
         prog="dlscience",
         description="Analytic machines from deep-learning theory and the experiments that check them.",
     )
@@ -72,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # unwritable or clashing output paths, full disk
         print(f"dlscience: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
+    except RunInterrupted as exc:
+        print(f"dlscience: {exc}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("dlscience: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

@@ -13,6 +13,23 @@ from typing import Any
 
 import numpy as np
 
+from dlscience.errors import UserError
+
+
+class DamagedFileError(UserError):
+    """A file this program reads is truncated, corrupted or of another format; the message names the file and
+    the fix."""
+
+
+def _damaged(path, what: str, exc: BaseException, fix: str | None) -> DamagedFileError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if reason.startswith("Weights only load failed") or "invalid load key" in reason:
+        reason = "not a torch file"
+    if len(reason) > 120:
+        reason = reason[:117] + "..."
+    return DamagedFileError(f"{path} is damaged or not a {what} ({reason})" + (f"; {fix}" if fix else ""))
+
+
 __all__ = [
     "atomic_write",
     "write_json",
@@ -22,6 +39,10 @@ __all__ = [
     "save_figure",
     "save_torch",
     "load_torch",
+    "read_json",
+    "load_npy",
+    "read_parquet",
+    "DamagedFileError",
 ]
 
 
@@ -125,8 +146,93 @@ def save_torch(path: str | Path, obj) -> Path:
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def load_torch(path: str | Path):
-    """Load a checkpoint written by :func:`save_torch` (tensors and plain Python containers only)."""
+def load_torch(path: str | Path, *, what: str = "dlscience checkpoint", fix: str | None = None):
+    """Load a file written by :func:`save_torch` (tensors and plain Python containers only), on the CPU.
+
+    Parameters
+    ----------
+    path : str or Path
+    what : str
+        What the file should be, for the error message (e.g. "model written by `dlscience diffusion train`").
+    fix : str, optional
+        How to repair it, appended to the message.
+
+    Raises
+    ------
+    DamagedFileError
+        If the file is truncated, corrupted or not a torch file (naming it); FileNotFoundError if missing.
+    """
+    import pickle
+    import zipfile
+
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=True)
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(2, "No such file", str(path))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (
+        RuntimeError,
+        EOFError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        ValueError,
+        KeyError,
+        AttributeError,
+        TypeError,
+        UnicodeDecodeError,
+        IndexError,
+    ) as exc:
+        raise _damaged(path, what, exc, fix) from None
+
+
+def read_json(path: str | Path, *, what: str = "JSON file", fix: str | None = None):
+    """Read a JSON file written by :func:`write_json` (or by a user).
+
+    Raises
+    ------
+    DamagedFileError
+        If the file is not valid UTF-8 JSON (truncated, corrupted), naming it; FileNotFoundError if missing.
+    """
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _damaged(path, what, exc, fix) from None
+
+
+def load_npy(path: str | Path, *, mmap: bool = True, what: str = ".npy array", fix: str | None = None):
+    """Open a ``.npy`` file (memory-mapped by default), checking that it holds all its declared bytes.
+
+    Raises
+    ------
+    DamagedFileError
+        If the header is unreadable or the file is shorter than its header says (truncated), naming it.
+    """
+    path = Path(path)
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise _damaged(path, what, exc, fix) from None
+
+
+def read_parquet(path: str | Path, *, columns=None, what: str = "parquet file", fix: str | None = None):
+    """Read a parquet file as a ``pyarrow.Table``.
+
+    Raises
+    ------
+    DamagedFileError
+        If the file is truncated or not parquet, naming it.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise _damaged(path, what, exc, fix) from None
