@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from dlscience import __version__
 from dlscience.cli_options import HelpFormatter, Parser
@@ -37,14 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """Show a warning as one readable line, ``dlscience: warning: ...``, without the source location."""
+    text = " ".join(str(message).split())
+    print(f"dlscience: warning: {text}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the process exit status."""
+    """Run the CLI; returns the process exit status (0 done, 2 bad input, 130 interrupted)."""
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
     except KeyboardInterrupt:
         print("dlscience: interrupted", file=sys.stderr)
         return 130
+    shown = warnings.showwarning
+    warnings.showwarning = _one_line_warning
     try:
         args.func(args)
     except UserError as exc:
@@ -59,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dlscience: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
     return 0
 
 

@@ -253,6 +253,7 @@ class RunFolder:
         if self.out.exists() and not self.out.is_dir():
             raise UserError(out_is_file_message(self.out))
         old = self._read_manifest()
+        adopted = None
         if old is not None and old.get("fingerprint") == self.fingerprint:
             self.manifest = old
             self.resumed = True
@@ -266,7 +267,7 @@ class RunFolder:
             if present:
                 legacy_run = bool(set(present) & set(self.legacy)) and set(present) <= known
                 if legacy_run and self.adopt_legacy and not self.overwrite:
-                    self.resumed = True
+                    adopted = sorted(present)
                 elif not self.overwrite:
                     raise UserError(
                         f"{self.out} was written by an earlier dlscience, before run manifests; rerun with "
@@ -279,6 +280,7 @@ class RunFolder:
                 else:
                     self._remove([name for name in present if name in known])
         if not self.resumed:
+            self.resumed = adopted is not None
             self.manifest = {
                 "format": FORMAT,
                 "command": f"dlscience {self.command}",
@@ -288,8 +290,8 @@ class RunFolder:
                 "state": {},
                 "finished": False,
             }
-            if self.adopt_legacy:
-                self.manifest["files"] = sorted(self._present_files())
+            if adopted is not None:
+                self.manifest["files"] = adopted
         self.manifest.update(
             {
                 "settings": self.settings,
