@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     from dlscience.dedup import cli as dedup_cli
     from dlscience.diffusion import cli as diffusion_cli
     from dlscience.icl import cli as icl_cli
+    from dlscience.learning_dynamics import cli as dynamics_cli
     from dlscience.signal_propagation import cli as sigprop_cli
 
     parser = Parser(
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     dedup_cli.register(sub)
     icl_cli.register(sub)
     sigprop_cli.register(sub)
+    dynamics_cli.register(sub)
     return parser
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "device_name",
     "parse_bytes",
     "out_is_file_message",
+    "allow_negative_values",
 ]
 
 
@@ -245,6 +246,13 @@ def device_name(text: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- options
+def allow_negative_values(parser: argparse.ArgumentParser) -> None:
+    """Let option values start with a minus sign followed by a digit (``--deltas -1,0,1``, ``--grid -1:1:7``).
+
+    argparse otherwise takes ``-1,0,1`` for an option name; no dlscience option name starts with a digit."""
+    parser._negative_number_matcher = re.compile(r"^-\.?\d")
+
+
 def add_out(parser: argparse.ArgumentParser, default: str | None, *, help: str = "output folder") -> None:
     """``--out FOLDER`` (required when ``default`` is None)."""
     kw = {"required": True} if default is None else {"default": default}

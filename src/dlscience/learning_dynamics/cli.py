@@ -1,0 +1,154 @@
+"""CLI of the learning-dynamics studies: ``dlscience dynamics lazy-rich single-neuron | phase-diagram | grokking``."""
+
+from __future__ import annotations
+
+import argparse
+
+from dlscience import cli_options as opt
+
+__all__ = ["register"]
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"a value is given more than once in {text!r}")
+    return values
+
+
+def _grid(text: str) -> tuple[float, ...]:
+    """``lo:hi:n`` (linear), ``log:lo:hi:n`` (log10 exponents) or comma-separated values; at least 2."""
+    import numpy as np
+
+    parts = text.split(":")
+    try:
+        if parts[0] == "log" and len(parts) == 4:
+            values = tuple(float(v) for v in np.logspace(float(parts[1]), float(parts[2]), int(parts[3])))
+        elif len(parts) == 3:
+            values = tuple(float(v) for v in np.linspace(float(parts[0]), float(parts[1]), int(parts[2])))
+        else:
+            values = _floats(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected lo:hi:n, log:lo:hi:n or a,b,c, got {text!r}") from None
+    if len(values) < 2:
+        raise argparse.ArgumentTypeError(f"a phase-diagram axis needs at least 2 values, got {text!r}")
+    return values
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``dynamics`` subcommand group to the top-level parser."""
+    from dlscience.learning_dynamics.lazy_rich_jobs import FIG2_DELTAS, PHASE_PRESETS
+
+    top = sub.add_parser(
+        "dynamics",
+        help="theory of learning dynamics: exact lazy/rich solutions (Kunin et al. 2024)",
+        description="Exactly solvable learning dynamics: lazy and rich learning from unbalanced initialisations "
+        "(Kunin, Raventos, Domine, Chen, Klindt, Saxe & Ganguli, NeurIPS 2024, arXiv 2406.06158).",
+    )
+    groups = top.add_subparsers(dest="study_command", metavar="STUDY", required=True)
+    lr = groups.add_parser(
+        "lazy-rich",
+        help="exact lazy/rich solutions and unbalanced initialisation (Get rich quick)",
+        description="The single-neuron closed forms and the two-layer ReLU (tau, delta) phase diagram.",
+    )
+    cmds = lr.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = cmds.add_parser(
+        "single-neuron",
+        help="Figs. 2-4: closed-form trajectories, kernel distance, low-rank implicit bias",
+        description="The single neuron f(x) = a w^T x on whitened data (beta* = (0, 1), beta_0 = (-1, 0)) for "
+        "each conserved delta: the closed-form trajectory (checked against the integrated ODE), |beta|, "
+        "alignment and kernel distance over time, and the low-rank limit (Fig. 4b). Writes "
+        "OUT/single_neuron.json and single_neuron.png (seconds).",
+        formatter_class=opt.HelpFormatter,
+    )
+    opt.allow_negative_values(p)
+    p.add_argument(
+        "--deltas",
+        type=_floats,
+        default=FIG2_DELTAS,
+        help="comma-separated conserved quantities delta (default: the paper's -4,-2,-1,0,1,2,4)",
+    )
+    p.add_argument("--time", type=opt.positive_float, default=20.0, help="gradient-flow time horizon T")
+    p.add_argument("--n-times", type=opt.positive_int, default=401, help="samples per trajectory")
+    opt.add_out(p, "out/lazy-rich-single-neuron")
+    opt.add_overwrite(p)
+    p.set_defaults(func=_run_single_neuron)
+
+    p = cmds.add_parser(
+        "phase-diagram",
+        help="reduced Fig. 1(b): two-layer ReLU students over (tau, delta)",
+        description="Train symmetrised two-layer ReLU students on a ReLU teacher over a grid of overall scale "
+        "tau and relative scale delta (all runs batched, float64, full-batch GD with step base_lr / tau^2) and "
+        "map test loss, kernel distance, activation Hamming distance and parameter distance at log-spaced "
+        "checkpoints. Writes OUT/phase_diagram.json and phase_diagram.png; resumable.",
+        formatter_class=opt.HelpFormatter,
+    )
+    opt.add_preset(
+        p,
+        PHASE_PRESETS,
+        "cpu",
+        "cpu: 7 x 7 grid, 2 seeds, d = 20, n = 200, 20,000 steps (about 6 min on 2 cores); paper: the 17 x 17 "
+        "grid, 16 seeds, d = 100, n = 1000, 10^6 steps (days on a CPU); the options below override it",
+    )
+    opt.allow_negative_values(p)
+    p.add_argument("--taus", type=_grid, default=None, help="tau axis: log:-1:0.3:7, 0.1:2:7 or 0.1,0.5,2")
+    p.add_argument("--deltas", type=_grid, default=None, help="delta axis: -1:1:7 or -1,0,1")
+    p.add_argument("--n-seeds", type=opt.positive_int, default=None, help="seeds per grid point")
+    p.add_argument("--d", type=opt.positive_int, default=None, help="input dimension")
+    p.add_argument("--n", type=opt.positive_int, default=None, help="training points")
+    p.add_argument("--m", type=opt.positive_int, default=None, help="student width (even)")
+    p.add_argument("--steps", type=opt.positive_int, default=None, help="gradient-descent steps")
+    p.add_argument("--base-lr", type=opt.positive_float, default=None, help="step = base_lr / tau^2")
+    opt.add_run_options(p, out="out/lazy-rich-phase-diagram", seed_help="seed of teachers, data and students")
+    p.set_defaults(func=_run_phase_diagram)
+
+
+def _run_single_neuron(args: argparse.Namespace) -> None:
+    from dlscience.learning_dynamics.lazy_rich_jobs import run_single_neuron
+
+    summary = run_single_neuron(
+        args.out, deltas=args.deltas, time=args.time, n_times=args.n_times, overwrite=args.overwrite
+    )
+    print(f"{'delta':>7} {'beta(T)':>20} {'S(0,T)':>9} {'low-rank limit':>20}")
+    for row in summary["deltas"]:
+        b, lim = row["beta_T"], row["low_rank_limit"]
+        print(
+            f"{row['delta']:>7g} ({b[0]:>8.4f}, {b[1]:>8.4f}) {row['kernel_distance_T']:>9.4f} "
+            f"({lim[0]:>8.4f}, {lim[1]:>8.4f})"
+        )
+    print(f"closed form vs ODE: max error {summary['max_closed_form_vs_ode_error']:.1e}")
+    print(f"wrote {args.out}/single_neuron.json, single_neuron.png")
+
+
+def _run_phase_diagram(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    import numpy as np
+
+    from dlscience.learning_dynamics.lazy_rich_jobs import PHASE_PRESETS, run_phase_diagram
+
+    cfg = PHASE_PRESETS[args.preset]
+    overrides = {
+        k: getattr(args, k) for k in ("taus", "deltas", "n_seeds", "d", "n", "m", "steps", "base_lr")
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if "steps" in overrides:
+        overrides["checkpoints"] = tuple(
+            sorted({0, *(c for c in (10**k for k in range(8)) if c < args.steps), args.steps})
+        )
+    cfg = replace(cfg, seed=args.seed, **overrides)
+    summary = run_phase_diagram(
+        cfg, args.out, progress=args.progress, overwrite=args.overwrite, preset=args.preset
+    )
+    last = summary["records"][-1]
+    print(f"step {last['step']}: seed-mean test loss over (tau rows, delta columns)")
+    print("tau \\ delta " + " ".join(f"{d:>8.2f}" for d in cfg.deltas))
+    for tau, row in zip(cfg.taus, last["test_loss"], strict=True):
+        print(f"{tau:>11.3f} " + " ".join(f"{v:>8.1e}" for v in row))
+    best = np.unravel_index(np.argmin(last["test_loss"]), (len(cfg.taus), len(cfg.deltas)))
+    print(f"lowest test loss at tau = {cfg.taus[best[0]]:.3g}, delta = {cfg.deltas[best[1]]:.3g}")
+    print(f"wrote {args.out}/phase_diagram.json, phase_diagram.png")
