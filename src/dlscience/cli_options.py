@@ -48,6 +48,8 @@ __all__ = [
     "parse_bytes",
     "out_is_file_message",
     "allow_negative_values",
+    "add_study",
+    "add_command",
 ]
 
 
@@ -65,6 +67,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if (
             action.default is None
             or action.default is False
+            or isinstance(action, argparse._StoreFalseAction)
             or action.required
             or "default" in (action.help or "")
         ):
@@ -73,12 +76,14 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 # ----------------------------------------------------------------------------------------------- value types
-def _number(text: str, kind: type, what: str):
+def _number(text: str, kind: type, what: str, ok=lambda v: True):
+    """``text`` read as ``kind`` (int or finite float) and accepted by ``ok``, else a one-line
+    ``ArgumentTypeError`` saying "expected WHAT"."""
     try:
         value = kind(text)
     except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-    if kind is float and not math.isfinite(value):
+        value = None
+    if value is None or (kind is float and not math.isfinite(value)) or not ok(value):
         raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return value
 
@@ -88,50 +93,32 @@ def positive_int(text: str) -> int:
 
     Raises ``argparse.ArgumentTypeError`` (shown as a one-line error) for 0, negatives and non-integers.
     """
-    value = _number(text, int, "a positive integer")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+    return _number(text, int, "a positive integer", lambda v: v >= 1)
 
 
 def nonnegative_int(text: str) -> int:
     """``type=`` for an integer >= 0."""
-    value = _number(text, int, "an integer >= 0")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+    return _number(text, int, "an integer >= 0", lambda v: v >= 0)
 
 
 def positive_float(text: str) -> float:
     """``type=`` for a finite float > 0 (learning rates, scales, variances)."""
-    value = _number(text, float, "a positive number")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+    return _number(text, float, "a positive number", lambda v: v > 0)
 
 
 def nonnegative_float(text: str) -> float:
     """``type=`` for a finite float >= 0."""
-    value = _number(text, float, "a number >= 0")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
+    return _number(text, float, "a number >= 0", lambda v: v >= 0)
 
 
 def unit_interval(text: str) -> float:
     """``type=`` for a float in [0, 1] (fractions, thresholds, cosine similarities)."""
-    value = _number(text, float, "a number in [0, 1]")
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    return value
+    return _number(text, float, "a number in [0, 1]", lambda v: 0.0 <= v <= 1.0)
 
 
 def odd_int(text: str) -> int:
     """``type=`` for an odd integer >= 1 (patch sizes)."""
-    value = _number(text, int, "an odd positive integer")
-    if value < 1 or value % 2 == 0:
-        raise argparse.ArgumentTypeError(f"expected an odd positive integer, got {text!r}")
-    return value
+    return _number(text, int, "an odd positive integer", lambda v: v >= 1 and v % 2 == 1)
 
 
 def int_list(item: Callable[[str], int] = int, *, unique: bool = True) -> Callable[[str], tuple[int, ...]]:
@@ -243,6 +230,22 @@ def device_name(text: str) -> str:
     elif not torch.backends.mps.is_available():
         raise argparse.ArgumentTypeError(f"{text!r}: no Apple MPS device here; use --device cpu")
     return text
+
+
+# ----------------------------------------------------------------------------------------------- commands
+def add_study(
+    sub: argparse._SubParsersAction, name: str, *, help: str, description: str, dest: str = "command"
+):
+    """Add a study's subcommand group (``dlscience NAME ...``); returns the action to add its commands to."""
+    group = sub.add_parser(name, help=help, description=description)
+    return group.add_subparsers(dest=dest, metavar="COMMAND", required=True)
+
+
+def add_command(cmds: argparse._SubParsersAction, name: str, *, help: str, description: str, func):
+    """Add one command to a study group, with the shared help format; ``func(args)`` runs it."""
+    parser = cmds.add_parser(name, help=help, description=description, formatter_class=HelpFormatter)
+    parser.set_defaults(func=func)
+    return parser
 
 
 # ----------------------------------------------------------------------------------------------- options

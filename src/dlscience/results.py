@@ -185,6 +185,10 @@ def load_torch(path: str | Path, *, what: str = "dlscience checkpoint", fix: str
         IndexError,
     ) as exc:
         raise _damaged(path, what, exc, fix) from None
+    except OSError as exc:
+        if exc.filename is not None:  # the file system (permissions, ...), not the file's content
+            raise
+        raise _damaged(path, what, exc, fix) from None  # torch's reader on some truncated files: EINVAL
 
 
 def read_json(path: str | Path, *, what: str = "JSON file", fix: str | None = None):

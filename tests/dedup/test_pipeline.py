@@ -66,9 +66,9 @@ def test_other_inputs_or_settings_are_refused_not_mixed(planted, tmp_path):
     y = x.copy()
     y[5] *= -1
     np.save(changed, y)
-    with pytest.raises(UserError, match="other inputs or settings"):
+    with pytest.raises(UserError, match="run of other settings, unfinished .differs: input vectors"):
         run_semdedup(open_embeddings(changed), out, CFG, progress=False)
-    with pytest.raises(UserError, match="other inputs or settings"):
+    with pytest.raises(UserError, match='differs: order "hard" -> "easy"'):
         run_semdedup(open_embeddings(path), out, SemDeDupConfig(n_clusters=12, seed=3, order="easy"))
     run_semdedup(open_embeddings(changed), out, CFG, workers=1, overwrite=True, progress=False)
     expected = semdedup(y, n_clusters=12, eps=(0.001, 0.01, 0.05), seed=3)
@@ -119,7 +119,10 @@ def test_read_texts_formats(tmp_path):
 
 
 def _cli(capsys, *argv):
-    code = main(list(argv))
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # a bad option value, refused at parse time
+        code = exc.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -196,6 +199,11 @@ def test_text_run_with_the_bundled_minilm(tmp_path, capsys):
     assert kept["c"] and kept["d"] and sum(kept[k] for k in "abe") == 1
     examples = json.loads((out / "examples.json").read_text())["examples"]
     assert any("cat" in e["text"] and "cat" in e["max_text"] for e in examples)
+    code, _, err = _cli(capsys, "semdedup", "extract", str(out), "--eps", "0.1")
+    assert code == 0, err
+    kept_rows = pq.read_table(out / "kept_eps0.1.parquet").to_pylist()
+    assert {r["id"] for r in kept_rows} == {k for k, v in kept.items() if v}
+    assert {r["id"]: r["text"] for r in kept_rows}["c"] == rows[2]["text"]
 
 
 def test_regressions_from_a_new_user_trial(planted, tmp_path, capsys):

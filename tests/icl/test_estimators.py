@@ -164,3 +164,66 @@ def test_bad_inputs_are_named():
         DiscreteMMSE(None)
     with pytest.raises(InputValidationError, match="n_tasks"):
         NoisyLinearRegression(n_tasks=0)
+
+
+@pytest.mark.parametrize("name", ["ridge", "dmmse", "transformer"])
+def test_numpy_and_wrong_shapes_are_refused_once_in_the_base_class(name):
+    """Every estimator validates in ICLEstimator.predict (template method): numpy input is refused naming the
+    argument and torch.from_numpy, shapes and D/K are named, non-finite values refused; weights() and forward()
+    validate the same way."""
+    task = NoisyLinearRegression(n_dims=4, n_points=8, n_tasks=6)
+    torch.manual_seed(0)
+    est = {"ridge": Ridge(), "dmmse": DiscreteMMSE(task.pool), "transformer": TransformerICL(4, 8, 1, 16, 2)}[
+        name
+    ]
+    owner = type(est).__name__
+    b = task.sample(3, _gen(1), "true")
+    with pytest.raises(
+        InputValidationError, match=rf"{owner}.predict: xs must be a torch.Tensor .*torch.from_numpy\(xs\)"
+    ):
+        est.predict(b.xs.numpy(), b.ys.numpy())
+    with pytest.raises(
+        InputValidationError, match=r"ys must be a torch.Tensor of shape \(B, K\).*from_numpy\(ys\)"
+    ):
+        est.predict(b.xs, b.ys.numpy())
+    with pytest.raises(InputValidationError, match=r"ys must be a torch.Tensor .*got list"):
+        est.predict(b.xs, b.ys.tolist())
+    with pytest.raises(
+        InputValidationError,
+        match=rf"{owner}.predict: expected xs \(B, K, D\) and ys \(B, K\), got \(3, 8, 4\) and \(3, 7\)",
+    ):
+        est.predict(b.xs, b.ys[:, :7])
+    with pytest.raises(InputValidationError, match="floating point"):
+        est.predict(b.xs.long(), b.ys)
+    ys = b.ys.clone()
+    ys[0, 2] = float("nan")
+    with pytest.raises(InputValidationError, match="NaN or infinite"):
+        est.predict(b.xs, ys)
+    if name != "ridge":
+        with pytest.raises(
+            InputValidationError, match=rf"{owner}.predict: this estimator expects D = 4, got xs with D = 5"
+        ):
+            est.predict(torch.zeros(1, 2, 5), torch.zeros(1, 2))
+    if name == "transformer":
+        with pytest.raises(InputValidationError, match=r"K <= 8, got K = 9"):
+            est.predict(torch.zeros(1, 9, 4), torch.zeros(1, 9))
+        with pytest.raises(InputValidationError, match=r"TransformerICL.forward: xs must be a torch.Tensor"):
+            est(b.xs.numpy(), b.ys)
+    else:
+        with pytest.raises(InputValidationError, match=rf"{owner}.weights: xs must be a torch.Tensor"):
+            est.weights(b.xs.numpy(), b.ys)
+    assert est.predict(b.xs.double(), b.ys.double()).shape == (3, 8)  # float64 is fine
+
+
+def test_numpy_pool_and_bad_sizes_are_refused():
+    pool = NoisyLinearRegression(n_tasks=4, n_dims=3).pool
+    with pytest.raises(
+        InputValidationError, match=r"DiscreteMMSE: pool must be a torch.Tensor.*from_numpy\(pool\)"
+    ):
+        DiscreteMMSE(pool.numpy())
+    with pytest.raises(InputValidationError, match=r"ridge_posterior_covariance: xs must be a torch.Tensor"):
+        ridge_posterior_covariance(np.zeros((1, 2, 3)))
+    with pytest.raises(InputValidationError, match="n_embd = 0"):
+        TransformerICL(3, 4, 1, 0, 1)
+    with pytest.raises(InputValidationError, match="divisible"):
+        TransformerICL(3, 4, 1, 15, 2)

@@ -140,7 +140,8 @@ def test_cli(tmp_path, capsys):
     assert code == 0 and "error/D transformer" in out.out
     with pytest.raises(SystemExit) as exit_info:
         main(["icl", "train", "--tasks", "zero", "--out", str(tmp_path / "x")])
-    assert exit_info.value.code == 2 and "--tasks must be a positive integer" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "argument --tasks: must be a positive integer, 2^k or inf" in err
     code = main(["icl", "train", "--n-embd", "15", "--out", str(tmp_path / "y")])
     err = capsys.readouterr().err
     assert code == 2 and "divisible" in err and not (tmp_path / "y").exists()

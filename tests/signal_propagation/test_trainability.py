@@ -73,12 +73,14 @@ def test_bad_config_is_refused():
 
 def test_grid_runs_resumes_and_summarises(tmp_path):
     s = run_grid(TEXTS, [0.3, 0.7], [1.0], CFG, tmp_path, progress=False)
-    start = s["points"][0]["train_loss_curve"][0][1]
-    assert start == pytest.approx(np.log(CharCorpus(TEXTS).vocab_size), rel=0.5)  # about uniform at step 0
-    assert all(p["test_loss"] < start for p in s["points"])  # both points learn something in 30 steps
+    uniform = np.log(CharCorpus(TEXTS).vocab_size)
+    assert [step for step, _ in s["points"][0]["train_loss_curve"]] == [30]  # one window of 30 steps
+    assert s["points"][0]["train_loss_curve"][0][1] == pytest.approx(uniform, rel=0.5)
+    assert all(p["test_loss"] < uniform for p in s["points"])  # both points learn something in 30 steps
     assert len(s["points"]) == 2 and all(p["test_loss"] > 0 for p in s["points"])
     files = sorted((tmp_path / "points").glob("*.json"))
     assert len(files) == 2 and (tmp_path / "trainability.png").exists()
+    assert json.loads((tmp_path / "manifest.json").read_text())["finished"]
     before = [f.stat().st_mtime_ns for f in files]
     again = run_grid(TEXTS, [0.3, 0.7], [1.0], CFG, tmp_path, progress=False)
     assert [f.stat().st_mtime_ns for f in files] == before

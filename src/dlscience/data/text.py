@@ -10,12 +10,70 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dlscience.errors import DatasetNotFoundError
+from dlscience.errors import DatasetNotFoundError, InputValidationError
+from dlscience.results import DamagedFileError
 
-__all__ = ["WORDNET_DIRS", "load_wordnet_glosses"]
+__all__ = ["WORDNET_DIRS", "wordnet_folder", "load_wordnet_glosses"]
 
 WORDNET_DIRS = ("/usr/share/wordnet",)
 _POS_FILES = {"n": "data.noun", "v": "data.verb", "a": "data.adj", "r": "data.adv"}
+_INSTALL = "install them with `sudo apt-get install wordnet-base`"
+
+
+def _check_pos(pos: str) -> None:
+    if (
+        not isinstance(pos, str)
+        or not pos
+        or any(p not in _POS_FILES for p in pos)
+        or len(set(pos)) != len(pos)
+    ):
+        raise InputValidationError(f"pos must be letters among n, v, a, r without repeats, got {pos!r}")
+
+
+def wordnet_folder(wordnet_dir: str | Path | None = None, pos: str = "nvar") -> Path:
+    """The folder holding WordNet's ``data.*`` files, checked; no other folder is tried when one is named.
+
+    Parameters
+    ----------
+    wordnet_dir : path, optional
+        The folder (e.g. ``--wordnet-dir``). Default: ``$WNSEARCHDIR`` if set, else ``/usr/share/wordnet``.
+    pos : str
+        Parts of speech whose files must be there (see :func:`load_wordnet_glosses`).
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    DatasetNotFoundError
+        If the folder does not exist, is not a folder, or lacks a needed ``data.*`` file; the message names the
+        folder, the missing files and where the files come from.
+    """
+    _check_pos(pos)
+    if wordnet_dir is not None and str(wordnet_dir) != "":
+        folder, source = Path(wordnet_dir), "the WordNet folder"
+    elif os.environ.get("WNSEARCHDIR"):
+        folder, source = Path(os.environ["WNSEARCHDIR"]), "$WNSEARCHDIR"
+    elif WORDNET_DIRS:
+        folder, source = Path(WORDNET_DIRS[0]), "the default WordNet folder"
+    else:
+        raise DatasetNotFoundError(
+            f"no WordNet folder given; pass the folder holding data.noun, or {_INSTALL}"
+        )
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise DatasetNotFoundError(
+            f"{source} {folder} {what}; pass the folder holding WordNet's data.noun, data.verb, data.adj and "
+            f"data.adv, or {_INSTALL}"
+        )
+    missing = [_POS_FILES[p] for p in pos if not (folder / _POS_FILES[p]).is_file()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"{source} {folder} lacks WordNet's {', '.join(missing)}; pass the folder holding them, or "
+            f"{_INSTALL}"
+        )
+    return folder
 
 
 def load_wordnet_glosses(
@@ -26,7 +84,8 @@ def load_wordnet_glosses(
     Parameters
     ----------
     wordnet_dir : path, optional
-        Folder with WordNet's ``data.*`` files (default: ``$WNSEARCHDIR``, then ``/usr/share/wordnet``).
+        Folder with WordNet's ``data.*`` files (default: ``$WNSEARCHDIR``, else ``/usr/share/wordnet``; a folder
+        that is given is the only one tried, see :func:`wordnet_folder`).
     pos : str
         Parts of speech to read: any of ``n`` (nouns), ``v`` (verbs), ``a`` (adjectives), ``r`` (adverbs).
 
@@ -40,25 +99,27 @@ def load_wordnet_glosses(
     Raises
     ------
     DatasetNotFoundError
-        If the files are missing (install them with ``apt-get install wordnet-base``).
+        If the folder or its files are missing (install them with ``apt-get install wordnet-base``).
+    DamagedFileError
+        If a data file is not UTF-8 text (WordNet 3.0's are ASCII), naming the file and the byte offset.
     """
-    candidates = [Path(wordnet_dir)] if wordnet_dir else []
-    if not wordnet_dir and os.environ.get("WNSEARCHDIR"):
-        candidates.append(Path(os.environ["WNSEARCHDIR"]))
-    candidates += [Path(d) for d in WORDNET_DIRS]
-    folder = next((d for d in candidates if (d / "data.noun").exists()), None)
-    if folder is None:
-        raise DatasetNotFoundError(
-            f"WordNet data files not found in {[str(c) for c in candidates]}; install them with "
-            "`sudo apt-get install wordnet-base` or pass the folder holding data.noun"
-        )
+    folder = wordnet_folder(wordnet_dir, pos)
     ids, glosses = [], []
     for p in pos:
-        with open(folder / _POS_FILES[p], encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("  ") or "|" not in line:  # licence header
-                    continue
-                offset = line.split(" ", 1)[0]
-                ids.append(f"{p}{offset}")
-                glosses.append(line.split("|", 1)[1].strip())
+        path = folder / _POS_FILES[p]
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DamagedFileError(
+                f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                f"WordNet's data files are ASCII: fix the file, or {_INSTALL} and use their folder"
+            ) from None
+        except OSError as exc:
+            raise DatasetNotFoundError(f"cannot read {path}: {exc.strerror or exc}") from None
+        for line in text.split("\n"):
+            if line.startswith("  ") or "|" not in line:  # licence header
+                continue
+            offset = line.split(" ", 1)[0]
+            ids.append(f"{p}{offset}")
+            glosses.append(line.split("|", 1)[1].strip())
     return ids, glosses

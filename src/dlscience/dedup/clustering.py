@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from dlscience.dedup.semdedup import normalize_rows
+from dlscience.dedup.semdedup import normalize_rows, require_numpy, row_dots
 from dlscience.errors import InputValidationError
 
 __all__ = ["default_n_clusters", "training_sample", "fit_spherical_kmeans", "assign_clusters"]
@@ -107,16 +107,35 @@ def assign_clusters(
         Index of the nearest centroid (the lowest index on exact ties).
     sim_to_centroid : ndarray (N,) float32
         Cosine similarity to it.
+
+    Notes
+    -----
+    Both outputs depend only on the row's own vector, never on its position in the input: a float32 BLAS
+    product picks the centroid, rows whose two best centroids are closer than BLAS's rounding error (``tol``)
+    are decided again with exact dot products (:func:`~dlscience.dedup.semdedup.row_dots`), and the similarity
+    to the chosen centroid is always the exact one. So bit-identical rows get the same cluster and the same
+    similarity, and the rank order among them is decided by id (Abbas et al.'s rule is otherwise unchanged).
     """
+    require_numpy(centroids, "centroids", "assign_clusters")
     n = len(embeddings)
+    k, d = centroids.shape
     cluster = np.empty(n, dtype=np.int32)
     sim = np.empty(n, dtype=np.float32)
-    ct = np.ascontiguousarray(centroids.T, dtype=np.float32)
+    centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+    ct = np.ascontiguousarray(centroids.T)
+    tol = max(1e-4, 4.0 * d * 2.0**-24)  # bound on a float32 dot product's error for unit vectors
     for a in range(0, n, ASSIGN_BATCH):
         b = min(n, a + ASSIGN_BATCH)
-        s = normalize_rows(embeddings[a:b]) @ ct
-        cluster[a:b] = s.argmax(axis=1)
-        sim[a:b] = np.take_along_axis(s, cluster[a:b, None].astype(np.int64), axis=1)[:, 0]
+        u = normalize_rows(embeddings[a:b])
+        s = u @ ct
+        best = s.argmax(axis=1)
+        if k > 1:
+            top2 = np.partition(s, k - 2, axis=1)[:, -2:]
+            for i in np.flatnonzero(top2[:, 1] - top2[:, 0] < tol):
+                exact = row_dots(np.broadcast_to(u[i], (k, d)), centroids)
+                best[i] = int(exact.argmax())  # the lowest index on exact ties
+        cluster[a:b] = best
+        sim[a:b] = row_dots(u, centroids[best])
         if progress is not None:
             progress(b)
     return cluster, sim

@@ -9,20 +9,22 @@ given instead (``model=PATH``). Nothing is downloaded: ``HF_HUB_OFFLINE=1`` is s
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from dlscience.errors import UserError
-from dlscience.results import write_json, write_npy, write_parquet
+from dlscience.errors import InputValidationError, UserError
+from dlscience.results import DamagedFileError, atomic_write, load_npy, read_parquet
+from dlscience.runs import RunFolder
 
 __all__ = ["DEFAULT_MODEL", "load_text_encoder", "embed_texts", "embed_folder"]
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+EMBED_FILES = ("embeddings.npy", "items.parquet", "embed.json", "parts")  # embed.json: before run manifests
 
 
 def load_text_encoder(model: str | Path | None = None, device: str = "cpu"):
@@ -72,6 +74,67 @@ def embed_texts(
     return np.asarray(out, dtype=np.float32)
 
 
+def _texts_digest(ids: np.ndarray, texts: Sequence[str]) -> str:
+    """SHA-256 (16 hex digits) of the ids and texts, in order."""
+    h = hashlib.sha256()
+    for i, t in zip(ids.tolist(), texts, strict=True):
+        h.update(f"{i}\x00{t}\x01".encode())
+    return h.hexdigest()[:16]
+
+
+def _part_name(b: int) -> str:
+    return f"parts/part_{b:07d}.npy"
+
+
+def _load_part(path: Path, rows: int, dim: int | None) -> np.ndarray | None:
+    """A saved batch of embeddings, or None when it is missing, truncated or of the wrong shape."""
+    if not path.exists():
+        return None
+    try:
+        part = load_npy(path)
+    except DamagedFileError as exc:
+        warnings.warn(f"{exc}; embedding that batch again", stacklevel=3)
+        return None
+    if part.ndim != 2 or part.shape[0] != rows or (dim is not None and part.shape[1] != dim):
+        warnings.warn(
+            f"{path} holds {part.shape} embeddings, not {rows} rows; embedding that batch again", stacklevel=3
+        )
+        return None
+    return part
+
+
+def _finished_ok(out: Path, n: int) -> bool:
+    """True when a finished embed folder still holds complete ``embeddings.npy`` (n rows) and ``items.parquet``."""
+    try:
+        vectors = load_npy(out / "embeddings.npy", what="embeddings array")
+        items = read_parquet(out / "items.parquet", what="items table (id, text)")
+    except (OSError, DamagedFileError) as exc:
+        warnings.warn(f"{exc}; embedding the texts again", stacklevel=3)
+        return False
+    if vectors.ndim != 2 or vectors.shape[0] != n or items.num_rows != n:
+        warnings.warn(f"{out}/embeddings.npy does not hold {n} rows; embedding the texts again", stacklevel=3)
+        return False
+    return True
+
+
+def _write_concatenated(path: Path, parts: list[Path], n: int, dim: int) -> None:
+    """Stream the parts into one (n, dim) float32 ``.npy``, atomically, without holding them all in memory."""
+
+    def write(f):
+        np.lib.format.write_array_header_1_0(
+            f,
+            {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                "fortran_order": False,
+                "shape": (n, dim),
+            },
+        )
+        for p in parts:
+            f.write(np.ascontiguousarray(load_npy(p), dtype=np.float32).tobytes())
+
+    atomic_write(path, write)
+
+
 def embed_folder(
     ids: np.ndarray,
     texts: Sequence[str],
@@ -79,68 +142,96 @@ def embed_folder(
     *,
     model: str | Path | None = None,
     batch_size: int = 64,
-    chunk_size: int = 4096,
     progress: bool = True,
+    overwrite: bool = False,
+    encoder=None,
 ) -> Path:
     """Embed texts into a folder that :func:`~dlscience.dedup.inputs.open_embeddings` and ``dlscience semdedup``
-    read: ``embeddings.npy`` (N, d) float32, ``items.parquet`` (id, text) and ``embed.json`` (model, timing).
+    read: ``embeddings.npy`` (N, d) float32 unit rows and ``items.parquet`` (id, text), in a
+    :class:`~dlscience.runs.RunFolder` whose manifest records the model and timing.
 
-    Work is saved in chunks of ``chunk_size`` texts (``parts/``), each written atomically, so an interrupted
-    run continues where it stopped; chunks from other texts or another model are never reused.
+    Every batch of ``batch_size`` texts is saved as soon as it is embedded (``parts/``, atomically), so a kill
+    loses at most one batch and repeating the call continues where it stopped, with the same bytes as an
+    uninterrupted run (the batches are the same). The progress bar moves per batch. A saved batch or a
+    finished ``embeddings.npy`` found truncated is embedded again (with a one-line warning), never used.
+
+    Parameters
+    ----------
+    ids : ndarray (N,) int64 or str
+        Unique ids, one per text.
+    texts : sequence of N str
+    out : path
+        The run folder.
+    model : path, optional
+        A sentence-transformers model folder (default: the bundled all-MiniLM-L6-v2).
+    batch_size : int
+        Texts per forward pass and per saved part.
+    progress : bool
+        Show the progress bar.
+    overwrite : bool
+        Replace a folder holding embeddings of other texts or another model.
+    encoder : optional
+        An already loaded encoder (``model`` then only names it in the manifest).
+
+    Returns
+    -------
+    Path
+        ``out``.
 
     Raises
     ------
     UserError
-        If ``out`` holds embeddings of other texts or another model.
+        ``out`` holds embeddings of other texts or another model (without ``overwrite``), or a run of an
+        earlier dlscience; the model is missing; bad ids or batch size.
     """
     import pyarrow as pa
     from tqdm.auto import tqdm
 
-    out = Path(out)
-    name = DEFAULT_MODEL if model is None else str(model)
-    h = hashlib.sha256(json.dumps([name, batch_size, chunk_size]).encode())
-    for i, t in zip(ids.tolist(), texts, strict=True):
-        h.update(f"{i}\x00{t}\x01".encode())
-    fingerprint = h.hexdigest()[:16]
-    meta_path = out / "embed.json"
-    if meta_path.exists() and json.loads(meta_path.read_text()).get("fingerprint") == fingerprint:
-        return out
-    parts = out / "parts"
-    marker = parts / "fingerprint"
-    if marker.exists() and marker.read_text() != fingerprint:
-        raise UserError(
-            f"{out} holds embeddings of other texts or another model; use another --out or delete {parts}"
+    from dlscience.dedup.inputs import check_ids
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputValidationError(
+            f"batch_size (--batch-size) must be a positive integer, got {batch_size!r}"
         )
-    parts.mkdir(parents=True, exist_ok=True)
-    marker.write_text(fingerprint)
-    encoder = load_text_encoder(model)
+    texts = list(texts)
     n = len(texts)
-    chunks = range(0, n, chunk_size)
-    start = time.perf_counter()
-    with tqdm(total=n, disable=not progress, desc="embed", unit="text") as bar:
-        for k, a in enumerate(chunks):
-            part = parts / f"part_{k:06d}.npy"
-            if not part.exists():
-                write_npy(
-                    part, embed_texts(texts[a : a + chunk_size], encoder=encoder, batch_size=batch_size)
-                )
-            bar.update(min(n, a + chunk_size) - a)
-    vectors = np.concatenate([np.load(parts / f"part_{k:06d}.npy") for k in range(len(chunks))])
-    write_npy(out / "embeddings.npy", vectors)
-    write_parquet(out / "items.parquet", pa.table({"id": ids, "text": list(texts)}))
-    write_json(
-        meta_path,
-        {
-            "model": name,
-            "n": n,
-            "dim": int(vectors.shape[1]),
-            "batch_size": batch_size,
-            "seconds_this_run": round(time.perf_counter() - start, 2),
-            "fingerprint": fingerprint,
-        },
+    ids = check_ids(ids, n, "texts")
+    name = DEFAULT_MODEL if model is None else str(model)
+    run = RunFolder(
+        out,
+        "semdedup embed",
+        {"model": name, "batch_size": batch_size, "n": n},
+        inputs={"texts": _texts_digest(ids, texts)},
+        overwrite=overwrite,
+        outputs=EMBED_FILES,
+        legacy=EMBED_FILES,
     )
-    for p in parts.glob("part_*.npy"):
-        p.unlink()
-    marker.unlink()
-    parts.rmdir()
+    with run:
+        out = run.out
+        if run.finished and _finished_ok(out, n):
+            return out
+        run.manifest["finished"] = False
+        start = time.perf_counter()
+        dim = None
+        paths = []
+        with tqdm(total=n, disable=not progress, desc="embed", unit="text") as bar:
+            for b, a in enumerate(range(0, n, batch_size)):
+                e = min(n, a + batch_size)
+                path = run.path(_part_name(b))
+                part = _load_part(path, e - a, dim)
+                if part is None:
+                    if encoder is None:
+                        encoder = load_text_encoder(model)
+                    part = embed_texts(texts[a:e], encoder=encoder, batch_size=batch_size)
+                    run.write_npy(_part_name(b), part)
+                    run.checkpointed = True  # a kill now says the work is saved
+                dim = part.shape[1]
+                paths.append(path)
+                bar.update(e - a)
+        _write_concatenated(run.path("embeddings.npy"), paths, n, dim)
+        run.write_parquet("items.parquet", pa.table({"id": ids, "text": texts}))
+        run.remove("parts")
+        spent = run.state.get("seconds", 0.0) + time.perf_counter() - start
+        run.state["seconds"] = round(spent, 2)
+        run.finish(model=name, n=n, dim=int(dim), batch_size=batch_size)
     return out

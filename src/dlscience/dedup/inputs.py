@@ -8,16 +8,17 @@ written.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from dlscience.dedup.semdedup import require_numpy
 from dlscience.errors import InputValidationError, UserError
+from dlscience.results import load_npy, read_parquet
 
-__all__ = ["Embeddings", "open_embeddings", "check_embeddings", "check_ids", "read_texts", "file_sha256"]
+__all__ = ["Embeddings", "open_embeddings", "check_embeddings", "check_ids", "read_texts", "parquet_columns"]
 
 CHECK_BATCH = 65536
 
@@ -44,13 +45,37 @@ class Embeddings:
     texts: np.ndarray | None = None
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 24) -> str:
-    """Hex SHA-256 of a file's bytes, read in 16 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def parquet_columns(path: str | Path) -> list[str]:
+    """The column names of a parquet file, from its footer.
+
+    Raises
+    ------
+    DamagedFileError
+        If the file is truncated or not parquet, naming it.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dlscience.results import _damaged
+
+    try:
+        return pq.read_schema(path).names
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise _damaged(path, "parquet file", exc, None) from None
+
+
+def _decode(data: bytes, path: Path) -> str:
+    """``data`` as UTF-8 text, or a one-line error naming the file, line and byte offset of the first bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputValidationError(
+            f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at byte offset {exc.start}, line {line}); "
+            "convert it to UTF-8, e.g. `iconv -f latin1 -t utf-8`"
+        ) from None
 
 
 def check_ids(ids, n: int, source: str = "input") -> np.ndarray:
@@ -61,6 +86,7 @@ def check_ids(ids, n: int, source: str = "input") -> np.ndarray:
     InputValidationError
         If the count differs from n, an id is missing, or an id repeats (the first repeat is named).
     """
+    require_numpy(ids, "ids", "check_ids")
     arr = np.asarray(ids)
     if arr.ndim != 1 or len(arr) != n:
         raise InputValidationError(
@@ -95,8 +121,9 @@ def check_embeddings(vectors, source: str = "input") -> tuple[int, int]:
     Raises
     ------
     InputValidationError
-        Naming the first offending row.
+        Naming the first offending row; a torch tensor (convert with ``.numpy()``).
     """
+    require_numpy(vectors, "embeddings", "check_embeddings")
     shape = getattr(vectors, "shape", None)
     if shape is None or len(shape) != 2:
         raise InputValidationError(f"{source}: embeddings must be a 2-D array (N, d), got shape {shape}")
@@ -123,14 +150,18 @@ def check_embeddings(vectors, source: str = "input") -> tuple[int, int]:
 
 
 def _read_ids_file(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise UserError(
+            f"no ids file at {path} (--ids); give a .npy, .parquet or text file with one id per row"
+        )
     if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False)
+        return np.asarray(load_npy(path, mmap=False, what="ids array"))
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
+        table = read_parquet(path, what="ids table")
+        if not table.num_columns:
+            raise InputValidationError(f"{path}: no columns; give the ids in the first column")
         return table.column(0).to_numpy(zero_copy_only=False)
-    return np.asarray(path.read_text().splitlines())
+    return np.asarray(_decode(path.read_bytes(), path).splitlines())
 
 
 def open_embeddings(
@@ -172,19 +203,24 @@ def open_embeddings(
             raise UserError(
                 f"{path} has no embeddings.npy; run `dlscience semdedup embed TEXTS --out {path}`"
             )
-        import pyarrow.parquet as pq
-
-        items = pq.read_table(path / "items.parquet")
-        vectors = np.load(path / "embeddings.npy", mmap_mode="r")
+        if not (path / "items.parquet").exists():
+            raise UserError(
+                f"{path} has no items.parquet; embed the texts again with `dlscience semdedup embed`"
+            )
+        fix = f"embed the texts again with `dlscience semdedup embed TEXTS --out {path}`"
+        items = read_parquet(path / "items.parquet", what="items table (id, text)", fix=fix)
+        vectors = load_npy(path / "embeddings.npy", what="embeddings array", fix=fix)
+        if "id" not in items.column_names or items.num_rows != len(vectors):
+            raise UserError(
+                f"{path}: items.parquet does not match embeddings.npy ({items.num_rows} rows for "
+                f"{len(vectors)} vectors); {fix}"
+            )
         id_values = items.column("id").to_numpy(zero_copy_only=False)
         if "text" in items.column_names:
             texts = items.column("text").to_numpy(zero_copy_only=False)
         source = str(path)
     elif path.suffix == ".npy":
-        try:
-            vectors = np.load(path, mmap_mode="r", allow_pickle=False)
-        except ValueError as exc:
-            raise InputValidationError(f"{path}: not a numeric .npy array ({exc})") from exc
+        vectors = load_npy(path, what="numeric .npy array")
         id_values = _read_ids_file(Path(ids)) if ids is not None else np.arange(len(vectors), dtype=np.int64)
         source = str(path)
     elif path.suffix == ".parquet":
@@ -199,16 +235,15 @@ def open_embeddings(
 def _read_parquet_embeddings(path: Path, column: str, id_column: str | None):
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    names = pq.read_schema(path).names
+    names = parquet_columns(path)
     if column not in names:
         raise InputValidationError(f"{path}: no column {column!r} (columns: {names}); pass --column NAME")
     if id_column is None:
         id_column = "id" if "id" in names else None
     elif id_column not in names:
         raise InputValidationError(f"{path}: no id column {id_column!r} (columns: {names})")
-    table = pq.read_table(path, columns=[column] + ([id_column] if id_column else []))
+    table = read_parquet(path, columns=[column] + ([id_column] if id_column else []), what="embeddings table")
     col = table.column(column).combine_chunks()
     if pa.types.is_fixed_size_list(col.type):
         d = col.type.list_size
@@ -256,34 +291,32 @@ def read_texts(path: str | Path, *, text_field: str = "text", id_field: str | No
     Raises
     ------
     UserError
-        Missing file or field, a non-string text, duplicate ids, or no texts.
+        Missing file or field, text that is not UTF-8 (naming the line and byte offset), a damaged parquet file,
+        a non-string text, duplicate ids, or no texts.
     """
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"no text file at {path}")
+    if not path.is_file():
+        raise UserError(f"no text file at {path}" + (" (a folder)" if path.is_dir() else ""))
     if path.suffix in (".jsonl", ".json"):
         ids, texts = [], []
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputValidationError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-                if not isinstance(obj, dict) or not isinstance(obj.get(text_field), str):
-                    raise InputValidationError(
-                        f"{path}:{lineno}: no string field {text_field!r}; pass --text-field NAME"
-                    )
-                texts.append(obj[text_field])
-                if id_field is not None and id_field not in obj:
-                    raise InputValidationError(f"{path}:{lineno}: no id field {id_field!r} (--id-field)")
-                key = id_field or ("id" if "id" in obj else None)
-                ids.append(obj[key] if key else len(ids))
+        for lineno, line in enumerate(_decode(path.read_bytes(), path).split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputValidationError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(obj, dict) or not isinstance(obj.get(text_field), str):
+                raise InputValidationError(
+                    f"{path}:{lineno}: no string field {text_field!r}; pass --text-field NAME"
+                )
+            texts.append(obj[text_field])
+            if id_field is not None and id_field not in obj:
+                raise InputValidationError(f"{path}:{lineno}: no id field {id_field!r} (--id-field)")
+            key = id_field or ("id" if "id" in obj else None)
+            ids.append(obj[key] if key else len(ids))
     elif path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
+        table = read_parquet(path, what="parquet file of texts")
         if text_field not in table.column_names:
             raise InputValidationError(f"{path}: no column {text_field!r} (columns: {table.column_names})")
         texts = table.column(text_field).to_pylist()
@@ -295,7 +328,7 @@ def read_texts(path: str | Path, *, text_field: str = "text", id_field: str | No
         ids = table.column(key).to_pylist() if key else list(range(len(texts)))
     else:
         ids, texts = [], []
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        for i, line in enumerate(_decode(path.read_bytes(), path).splitlines()):
             if line.strip():
                 ids.append(i)
                 texts.append(line)

@@ -6,9 +6,10 @@ Two drivers share every step:
 * :func:`run_semdedup` -- on disk, resumable, clusters processed in parallel by Dask (a local cluster by
   default, or an existing one via ``scheduler``), with the same result for any number of workers.
 
-On-disk layout of ``out`` (every file written atomically)::
+On-disk layout of ``out``, a :class:`~dlscience.runs.RunFolder` (every file written atomically and registered
+in the manifest, so ``--overwrite`` removes all of them, extracted subsets included)::
 
-    manifest.json          inputs' hashes, settings, stage timings
+    manifest.json          the run folder's manifest: inputs' digests, settings, stage timings (``state``)
     centroids.npy          (k, d) float32 unit centroids
     assignment.parquet     row, cluster, sim_to_centroid
     clusters/c000123.parquet  one per cluster: row, rank, max_sim, max_row (+ the run's fingerprint)
@@ -16,20 +17,24 @@ On-disk layout of ``out`` (every file written atomically)::
                            max_id, keep_<eps> ...
     summary.json / .png    eps -> kept fraction, cluster sizes, timings
     examples.json          removed items next to the earlier item that removed them (with texts when known)
+    kept_eps<eps>.parquet  written by :func:`extract_subsets` (``semdedup extract``)
+    embed/                 for text input (``semdedup run``): the nested ``semdedup embed`` run folder
+    vectors.npy            for in-memory or parquet embeddings: a copy that Dask workers can map
 
-A killed run continues from the finished clusters; a folder holding results of other inputs or settings is
-refused unless ``overwrite=True``.
+A killed run continues from the finished clusters (each cluster's file and the assignment carry the run's
+fingerprint); a folder holding results of other inputs or settings is refused unless ``overwrite=True``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import numbers
 import os
-import shutil
+import re
+import socket
 import time
+import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,15 +45,63 @@ from dlscience.dedup.clustering import (
     fit_spherical_kmeans,
     training_sample,
 )
-from dlscience.dedup.inputs import Embeddings, check_embeddings, check_ids, file_sha256
-from dlscience.dedup.semdedup import ORDERS, check_eps, earlier_max_similarity, keep_mask, normalize_rows
+from dlscience.dedup.inputs import Embeddings, check_embeddings, check_ids, open_embeddings, read_texts
+from dlscience.dedup.semdedup import (
+    ORDERS,
+    check_eps,
+    earlier_max_similarity,
+    keep_mask,
+    normalize_rows,
+    require_numpy,
+)
 from dlscience.dedup.semdedup import rank_members as _rank_members
 from dlscience.errors import InputValidationError, UserError
-from dlscience.results import write_json, write_npy, write_parquet
+from dlscience.results import DamagedFileError, load_npy, read_json, read_parquet, write_parquet
+from dlscience.runs import FORMAT, MANIFEST, RunFolder, digest_array, digest_file
 
-__all__ = ["SemDeDupConfig", "semdedup", "run_semdedup", "extract", "eps_column", "kept_fraction_curve"]
+__all__ = [
+    "SemDeDupConfig",
+    "SemDeDupWarning",
+    "semdedup",
+    "run_semdedup",
+    "run_text_semdedup",
+    "extract",
+    "extract_subsets",
+    "check_scheduler",
+    "eps_column",
+    "kept_fraction_curve",
+]
 
 TASK_ROWS = 50_000  # clusters are grouped into Dask tasks of about this many rows
+COMMAND = (
+    "semdedup"  # the run folder's command: `cluster`, `dedup` and `run` write the same folder, in stages
+)
+OUTPUTS = (
+    "centroids.npy",
+    "assignment.parquet",
+    "clusters",
+    "semdedup.parquet",
+    "summary.json",
+    "summary.png",
+    "examples.json",
+    "vectors.npy",
+    "embed",
+)
+IDENTITY = ("n_clusters", "seed", "n_iter", "max_points_per_centroid", "order")  # what a resume must repeat
+
+
+class SemDeDupWarning(UserWarning):
+    """A setting that runs but probably does not do what was meant (k close to N, empty clusters). The CLI
+    prints it as one line, ``dlscience: warning: ...``."""
+
+
+def _integer(value, name: str, flag: str) -> int:
+    """``value`` as an int; an integral float (``12.0``) is accepted, anything else is refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputValidationError(f"{name} must be an integer ({flag}), got {value!r}")
+    if not isinstance(value, numbers.Integral) and not float(value).is_integer():
+        raise InputValidationError(f"{name} must be an integer ({flag}), got {value!r}")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -88,9 +141,13 @@ class SemDeDupConfig:
         Raises
         ------
         InputValidationError
-            On a bad value (named, with the allowed range).
+            On a bad value (named, with the allowed range), or a non-integer count.
         """
-        k = default_n_clusters(n) if self.n_clusters is None else int(self.n_clusters)
+        k = (
+            default_n_clusters(n)
+            if self.n_clusters is None
+            else _integer(self.n_clusters, "n_clusters", "--n-clusters")
+        )
         if not 1 <= k <= n:
             fix = "lower n_clusters (--n-clusters)" if k > n else "n_clusters (--n-clusters) must be positive"
             raise InputValidationError(
@@ -98,18 +155,15 @@ class SemDeDupConfig:
             )
         if self.order not in ORDERS:
             raise InputValidationError(f"order must be one of {ORDERS}, got {self.order!r}")
+        counts = {}
         for name in ("n_iter", "max_points_per_centroid", "block_size"):
-            if int(getattr(self, name)) < 1:
+            counts[name] = _integer(getattr(self, name), name, "--" + name.replace("_", "-"))
+            if counts[name] < 1:
                 raise InputValidationError(f"{name} must be >= 1, got {getattr(self, name)}")
-        return SemDeDupConfig(
-            k,
-            check_eps(self.eps),
-            self.order,
-            int(self.seed),
-            int(self.n_iter),
-            int(self.max_points_per_centroid),
-            int(self.block_size),
-        )
+        seed = _integer(self.seed, "seed", "--seed")
+        if seed < 0:
+            raise InputValidationError(f"seed must be >= 0, got {seed}")
+        return SemDeDupConfig(k, check_eps(self.eps), self.order, seed, **counts)
 
 
 def eps_column(eps: float) -> str:
@@ -122,6 +176,33 @@ def _id_rank(ids: np.ndarray) -> np.ndarray:
     rank = np.empty(len(ids), dtype=np.int64)
     rank[np.argsort(ids, kind="stable")] = np.arange(len(ids))
     return rank
+
+
+def _k_warning(k: int, n: int) -> str | None:
+    """The warning for k close to N (k > N/2), or None."""
+    if k > 1 and 2 * k > n:
+        return (
+            f"k = {k} clusters for N = {n} items (k > N/2): most clusters hold one or two items, and items in "
+            "different clusters are never compared, so few duplicates can be found; use fewer --n-clusters "
+            "(default: sqrt(N))"
+        )
+    return None
+
+
+def _empty_warning(sizes: np.ndarray) -> str | None:
+    """The warning for clusters that k-means left empty, or None."""
+    empty = int((sizes == 0).sum())
+    if empty:
+        return (
+            f"{empty} of {len(sizes)} k-means clusters are empty (the items have fewer distinct directions than "
+            "clusters); the result is valid, but fewer --n-clusters give the same with less work"
+        )
+    return None
+
+
+def _warn(message: str | None) -> None:
+    if message:
+        warnings.warn(message, SemDeDupWarning, stacklevel=3)
 
 
 def _cluster_members(cluster: np.ndarray, k: int) -> list[np.ndarray]:
@@ -222,16 +303,25 @@ def semdedup(
     Raises
     ------
     InputValidationError
-        Ragged, non-finite or zero embeddings; duplicate ids; n_clusters outside [1, N]; eps outside (0, 1];
-        an unknown order.
+        Ragged, non-finite or zero embeddings; torch tensors (convert with ``.numpy()``); duplicate ids;
+        n_clusters outside [1, N] or not an integer; eps outside [1e-6, 1]; an unknown order.
+
+    Warns
+    -----
+    SemDeDupWarning
+        When k > N/2 or k-means leaves clusters empty.
     """
-    n, _ = check_embeddings(embeddings if hasattr(embeddings, "shape") else np.asarray(embeddings))
+    require_numpy(embeddings, "embeddings", "semdedup")
+    require_numpy(ids, "ids", "semdedup")
     embeddings = embeddings if hasattr(embeddings, "shape") else np.asarray(embeddings)
+    n, _ = check_embeddings(embeddings)
     ids = check_ids(np.arange(n, dtype=np.int64) if ids is None else ids, n)
     cfg = SemDeDupConfig(n_clusters, eps, order, seed, n_iter, max_points_per_centroid, block_size).validated(
         n
     )
+    _warn(_k_warning(cfg.n_clusters, n))
     _, cluster, sim = _cluster_stage(embeddings, ids, cfg, progress)
+    _warn(_empty_warning(np.bincount(cluster, minlength=cfg.n_clusters)))
     members = _ranked_members(_cluster_members(cluster, cfg.n_clusters), sim, _id_rank(ids), cfg)
     rank = np.empty(n, dtype=np.int64)
     max_sim = np.empty(n, dtype=np.float32)
@@ -257,9 +347,13 @@ def extract(table, eps: float | Sequence[float]):
     -------
     pyarrow.Table
         ``table`` with a ``keep_<eps>`` column per eps (replacing any of the same name).
+
+    Raises
+    ------
+    UserError
+        No results at the path, a damaged file, a table without ``max_sim``, or a bad eps.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     if not isinstance(table, pa.Table):
         path = Path(table)
@@ -267,7 +361,11 @@ def extract(table, eps: float | Sequence[float]):
             path = path / "semdedup.parquet"
         if not path.exists():
             raise UserError(f"no SemDeDup results at {path}; run `dlscience semdedup dedup` first")
-        table = pq.read_table(path)
+        table = read_parquet(path, what="SemDeDup result table")
+    if "max_sim" not in table.column_names:
+        raise InputValidationError(
+            f"not a SemDeDup result table (no max_sim column; columns: {table.column_names})"
+        )
     max_sim = table.column("max_sim").to_numpy()
     for e in check_eps(eps):
         name = eps_column(e)
@@ -279,6 +377,7 @@ def extract(table, eps: float | Sequence[float]):
 
 def kept_fraction_curve(max_sim: np.ndarray, eps: np.ndarray) -> np.ndarray:
     """Fraction kept at each eps (float64 array like ``eps``), from the stored maxima in one sort."""
+    require_numpy(max_sim, "max_sim", "kept_fraction_curve")
     s = np.sort(np.asarray(max_sim, dtype=np.float32))
     thresholds = (1.0 - np.asarray(eps, dtype=np.float64)).astype(np.float32)
     return np.searchsorted(s, thresholds, side="right") / len(s)
@@ -286,31 +385,6 @@ def kept_fraction_curve(max_sim: np.ndarray, eps: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------------------
 # On disk, resumable, parallel with Dask
-
-
-@dataclass
-class _Plan:
-    out: Path
-    vectors_path: str
-    n: int
-    d: int
-    cfg: SemDeDupConfig
-    inputs: dict
-    timings: dict = field(default_factory=dict)
-
-
-def _fingerprint(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _ids_sha256(ids: np.ndarray) -> str:
-    h = hashlib.sha256(str(ids.dtype.kind).encode())
-    if ids.dtype.kind == "i":
-        h.update(np.ascontiguousarray(ids).tobytes())
-    else:
-        for v in ids.tolist():
-            h.update(v.encode() + b"\x00")
-    return h.hexdigest()
 
 
 def _dedup_task(vectors_path: str, jobs: list, out_dir: str, fingerprint: str, block_size: int, threads: int):
@@ -337,13 +411,64 @@ def _dedup_task(vectors_path: str, jobs: list, out_dir: str, fingerprint: str, b
 
 
 def _finished(path: Path, fingerprint: str) -> bool:
+    """True when ``path`` is a readable parquet file stamped with ``fingerprint`` (a stage result to reuse)."""
     import pyarrow.parquet as pq
 
     try:
         meta = pq.read_schema(path).metadata or {}
-    except Exception:
+    except Exception:  # missing, truncated or foreign: computed again
         return False
     return meta.get(b"fingerprint", b"").decode() == fingerprint
+
+
+def _npy_ok(path: Path, shape: tuple[int, ...]) -> bool:
+    """True when ``path`` is a complete .npy array of ``shape``."""
+    try:
+        return tuple(load_npy(path).shape) == tuple(shape)
+    except (OSError, DamagedFileError):
+        return False
+
+
+_SCHEDULER = re.compile(r"(tcp|tls)://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})/?")
+
+
+def check_scheduler(address: str, *, timeout: float = 5.0) -> tuple[str, int]:
+    """Check a Dask scheduler address: ``tcp://HOST:PORT`` (or ``tls://``) that accepts a connection.
+
+    Parameters
+    ----------
+    address : str
+    timeout : float
+        Seconds to wait for the connection.
+
+    Returns
+    -------
+    (host, port)
+
+    Raises
+    ------
+    InputValidationError
+        If the address is not of that form (checked without a connection when ``timeout`` is 0).
+    UserError
+        If nothing accepts a connection there.
+    """
+    m = _SCHEDULER.fullmatch(address.strip())
+    if not m or not 1 <= int(m.group(3)) <= 65535:
+        raise InputValidationError(
+            f"--scheduler {address!r} is not a Dask scheduler address; write tcp://HOST:PORT (e.g. "
+            "tcp://10.0.0.5:8786), or omit --scheduler for a local cluster"
+        )
+    host, port = m.group(2).strip("[]"), int(m.group(3))
+    if timeout:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise UserError(
+                f"cannot reach the Dask scheduler at {address} ({reason}); start it (`dask scheduler`) and its "
+                "workers first, or omit --scheduler for a local cluster"
+            ) from None
+    return host, port
 
 
 def _client(workers: int | None, scheduler: str | None):
@@ -355,7 +480,7 @@ def _client(workers: int | None, scheduler: str | None):
         try:
             return Client(scheduler, timeout="20s"), None
         except OSError as exc:
-            raise UserError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from exc
+            raise UserError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from None
     cluster = LocalCluster(
         n_workers=workers or os.cpu_count() or 1,
         threads_per_worker=1,
@@ -364,6 +489,49 @@ def _client(workers: int | None, scheduler: str | None):
         silence_logs=logging.ERROR,
     )
     return Client(cluster), cluster
+
+
+def _check_run(
+    embeddings: Embeddings, config: SemDeDupConfig, stage: str, workers, scheduler
+) -> SemDeDupConfig:
+    """Everything that can be refused before a file is written (settings, workers, the scheduler)."""
+    require_numpy(embeddings.vectors, "embeddings.vectors", "run_semdedup")
+    cfg = config.validated(embeddings.vectors.shape[0])
+    _check_workers(workers, stage, scheduler)
+    return cfg
+
+
+def _check_workers(workers, stage: str, scheduler) -> None:
+    if stage not in ("cluster", "all"):
+        raise InputValidationError(f"stage must be 'cluster' or 'all', got {stage!r}")
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1
+    ):
+        raise InputValidationError(f"--workers must be >= 1 (default: one per CPU core), got {workers}")
+    if scheduler and stage == "all":
+        check_scheduler(scheduler)  # before any k-means work
+
+
+def _run_folder(out, cfg: SemDeDupConfig, inputs: dict, identity: dict, settings: dict, overwrite: bool):
+    """The run folder of a SemDeDup run (cluster, dedup and run share it; ``extract`` adds to it)."""
+    out = Path(out)
+    kept = tuple(sorted(p.name for p in out.glob("kept_eps*.parquet"))) if out.is_dir() else ()
+    return RunFolder(
+        out,
+        COMMAND,
+        {**asdict(cfg), **identity, **settings},
+        identity={**{k: getattr(cfg, k) for k in IDENTITY}, **identity},
+        inputs=inputs,
+        overwrite=overwrite,
+        outputs=OUTPUTS + kept,
+        legacy=(MANIFEST, *OUTPUTS, *kept),
+    )
+
+
+def _embedding_inputs(embeddings: Embeddings) -> dict:
+    src = getattr(embeddings.vectors, "filename", None)
+    vectors = digest_file(src) if src else digest_array(np.asarray(embeddings.vectors))
+    return {"vectors": vectors, "ids": digest_array(embeddings.ids)}
 
 
 def run_semdedup(
@@ -385,124 +553,175 @@ def run_semdedup(
         From :func:`~dlscience.dedup.inputs.open_embeddings` (a ``.npy`` memory map, or vectors that are
         copied once to ``out/vectors.npy`` so that workers can map them).
     out : path
-        Output folder (layout in the module docstring).
+        Output folder, a :class:`~dlscience.runs.RunFolder` (layout in the module docstring).
     config : SemDeDupConfig
-    stage : {"cluster", "dedup", "all"}
+    stage : {"cluster", "all"}
         Stop after clustering, or run everything.
     workers : int, optional
         Workers of the local Dask cluster (default: CPU count); ignored with ``scheduler``.
     scheduler : str, optional
-        Address of an existing Dask scheduler (``tcp://host:8786``); its workers need dlscience installed and
-        ``out`` on a shared file system.
+        Address of an existing Dask scheduler (``tcp://host:8786``), checked before anything is written; its
+        workers need dlscience installed and ``out`` on a shared file system.
     overwrite : bool
-        Replace results of other inputs or settings in ``out`` instead of refusing.
+        Replace results of other inputs or settings in ``out`` (every file they wrote) instead of refusing.
     progress : bool
 
     Returns
     -------
     dict
-        The summary (also ``out/summary.json``).
+        The summary (also ``out/summary.json``); after ``stage="cluster"``, the cluster sizes and timings.
 
     Raises
     ------
     UserError
-        Bad settings, or ``out`` holds results of other inputs or settings (without ``overwrite``).
+        Bad settings, an unreachable scheduler, or ``out`` holds results of other inputs or settings (without
+        ``overwrite``) or of an earlier dlscience.
+
+    Warns
+    -----
+    SemDeDupWarning
+        When k > N/2 or k-means leaves clusters empty (also recorded in the summary).
     """
-    out = Path(out)
+    cfg = _check_run(embeddings, config, stage, workers, scheduler)
     n, d = embeddings.vectors.shape
-    cfg = config.validated(n)
-    if workers is not None and workers < 1:
-        raise InputValidationError(f"--workers must be >= 1 (default: one per CPU core), got {workers}")
-    if stage not in ("cluster", "all"):
-        raise InputValidationError(f"stage must be 'cluster' or 'all', got {stage!r}")
-    vectors = embeddings.vectors
-    src = getattr(vectors, "filename", None)
-    inputs = {
-        "source": embeddings.source,
-        "n": n,
-        "d": d,
-        "ids_sha256": _ids_sha256(embeddings.ids),
+    run = _run_folder(
+        out,
+        cfg,
+        _embedding_inputs(embeddings),
+        {"n": n, "d": d},
+        {"source": embeddings.source, "stage": stage, "workers": workers, "scheduler": scheduler},
+        overwrite,
+    )
+    with run:
+        return _run_stages(run, embeddings, cfg, stage, workers, scheduler, progress)
+
+
+def run_text_semdedup(
+    texts: str | Path,
+    out: str | Path,
+    config: SemDeDupConfig = SemDeDupConfig(),
+    *,
+    text_field: str = "text",
+    id_field: str | None = None,
+    model: str | Path | None = None,
+    batch_size: int = 64,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """SemDeDup from texts: embed them into ``out/embed`` (a nested ``semdedup embed`` run folder), then
+    :func:`run_semdedup` into ``out``. Every setting is checked before the (long) embedding starts.
+
+    Parameters
+    ----------
+    texts : path
+        ``.jsonl``, ``.parquet`` or plain text (see :func:`~dlscience.dedup.inputs.read_texts`).
+    out : path
+    config : SemDeDupConfig
+    text_field, id_field : str
+        As for :func:`~dlscience.dedup.inputs.read_texts`.
+    model : path, optional
+        A sentence-transformers model folder (default: the bundled all-MiniLM-L6-v2).
+    batch_size : int
+        Texts per forward pass (and per saved part: a kill loses at most one batch).
+    workers, scheduler, overwrite, progress
+        As for :func:`run_semdedup`.
+
+    Returns
+    -------
+    dict
+        The summary.
+
+    Raises
+    ------
+    UserError
+        As for :func:`run_semdedup` and :func:`~dlscience.dedup.embed.embed_folder`, and for unreadable texts.
+    """
+    from dlscience.dedup.embed import DEFAULT_MODEL, embed_folder
+
+    ids, items = read_texts(texts, text_field=text_field, id_field=id_field)
+    cfg = config.validated(len(items))
+    _check_workers(workers, "all", scheduler)
+    identity = {
+        "text_field": text_field,
+        "id_field": id_field,
+        "model": DEFAULT_MODEL if model is None else str(model),
+        "batch_size": int(batch_size),
     }
-    inputs["vectors_sha256"] = (
-        file_sha256(src) if src else hashlib.sha256(np.ascontiguousarray(vectors).tobytes()).hexdigest()
-    )
-    manifest_path = out / "manifest.json"
-    cluster_fp = _fingerprint(inputs, cfg.n_clusters, cfg.seed, cfg.n_iter, cfg.max_points_per_centroid)
-    dedup_fp = _fingerprint(cluster_fp, cfg.order, cfg.seed)
-    if manifest_path.exists():
-        old = json.loads(manifest_path.read_text())
-        if old.get("cluster_fingerprint") != cluster_fp or old.get("dedup_fingerprint") != dedup_fp:
-            if not overwrite:
-                raise UserError(
-                    f"{out} holds SemDeDup results of other inputs or settings ({_differences(old, inputs, cfg)}); "
-                    "repeat the earlier settings, use another --out, or --overwrite to replace them"
-                )
-            for name in (
-                "clusters",
-                "manifest.json",
-                "assignment.parquet",
-                "centroids.npy",
-                "semdedup.parquet",
-            ):
-                p = out / name
-                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    manifest.update(
-        {
-            "inputs": inputs,
-            "config": asdict(cfg),
-            "cluster_fingerprint": cluster_fp,
-            "dedup_fingerprint": dedup_fp,
-        }
-    )
-    manifest.setdefault("timings", {})
+    settings = {"source": str(texts), "stage": "all", "workers": workers, "scheduler": scheduler}
+    run = _run_folder(out, cfg, {"texts": digest_file(texts)}, identity, settings, overwrite)
+    with run:
+        folder = embed_folder(
+            ids, items, run.path("embed"), model=model, batch_size=batch_size, progress=progress
+        )
+        embeddings = open_embeddings(folder)
+        return _run_stages(run, embeddings, cfg, "all", workers, scheduler, progress)
+
+
+def _run_stages(
+    run: RunFolder, embeddings: Embeddings, cfg: SemDeDupConfig, stage, workers, scheduler, progress
+):
+    """The stages of :func:`run_semdedup` inside an open run folder; each skips work already done."""
+    import pyarrow as pa
+
+    out, fp = run.out, run.fingerprint
+    n, d = embeddings.vectors.shape
+    state = run.state
+    timings = state.setdefault("timings", {})
+    notes = [w for w in (_k_warning(cfg.n_clusters, n),) if w]
+    for w in notes:
+        _warn(w)
     source = Path(embeddings.source)
     if source.is_dir() and (source / "items.parquet").exists():  # an embed folder: texts for `extract`
-        manifest["items"] = str((source / "items.parquet").resolve())
+        state["items"] = str((source / "items.parquet").resolve())
+    vectors = embeddings.vectors
+    src = getattr(vectors, "filename", None)
     if src is None:
-        vectors_path = out / "vectors.npy"
-        if not vectors_path.exists():
-            write_npy(vectors_path, np.asarray(vectors, dtype=np.float32))
-        src = str(vectors_path)
-    write_json(manifest_path, manifest)
+        if not _npy_ok(out / "vectors.npy", (n, d)):
+            run.write_npy("vectors.npy", np.asarray(vectors, dtype=np.float32))
+        src = str(run.path("vectors.npy"))
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    # stage 1: clustering
-    if not (out / "assignment.parquet").exists():
+    # stage 1: clustering (reused when the assignment carries this run's fingerprint)
+    if _finished(out / "assignment.parquet", fp) and _npy_ok(out / "centroids.npy", (cfg.n_clusters, d)):
+        assignment = read_parquet(out / "assignment.parquet", what="SemDeDup cluster assignment")
+        cluster = assignment.column("cluster").to_numpy()
+        sim = assignment.column("sim_to_centroid").to_numpy()
+    else:
         t0 = time.perf_counter()
         centroids, cluster, sim = _cluster_stage(vectors, embeddings.ids, cfg, progress)
-        write_npy(out / "centroids.npy", centroids)
-        write_parquet(
-            out / "assignment.parquet",
+        run.write_npy("centroids.npy", centroids)
+        run.write_parquet(
+            "assignment.parquet",
             pa.table({"row": np.arange(n, dtype=np.int64), "cluster": cluster, "sim_to_centroid": sim}),
-            metadata={"fingerprint": cluster_fp},
+            metadata={"fingerprint": fp},
         )
-        manifest["timings"]["cluster_s"] = round(time.perf_counter() - t0, 2)
-        write_json(manifest_path, manifest)
-    assignment = pq.read_table(out / "assignment.parquet")
-    cluster = assignment.column("cluster").to_numpy()
-    sim = assignment.column("sim_to_centroid").to_numpy()
+        timings["cluster_s"] = round(time.perf_counter() - t0, 2)
+        run.save_state()
+    sizes = np.bincount(cluster, minlength=cfg.n_clusters)
+    empty = _empty_warning(sizes)
+    if empty:
+        notes.append(empty)
+        _warn(empty)
     if stage == "cluster":
-        return manifest
+        return {"n": n, "cluster_sizes": _cluster_sizes(sizes), "warnings": notes, "timings_s": timings}
 
     # stage 2: within-cluster maxima, one file per cluster, in parallel
     t0 = time.perf_counter()
     members = _ranked_members(_cluster_members(cluster, cfg.n_clusters), sim, _id_rank(embeddings.ids), cfg)
-    cdir = out / "clusters"
+    cdir = run.path("clusters")
     cdir.mkdir(exist_ok=True)
     todo = [
         (c, rows)
         for c, rows in enumerate(members)
-        if len(rows) and not _finished(cdir / f"c{c:06d}.parquet", dedup_fp)
+        if len(rows) and not _finished(cdir / f"c{c:06d}.parquet", fp)
     ]
     if todo:
-        _run_tasks(todo, src, cdir, dedup_fp, cfg.block_size, workers, scheduler, n, progress)
-    if todo:  # summed over interrupted runs
-        spent = manifest["timings"].get("dedup_s", 0) + time.perf_counter() - t0
-        manifest["timings"]["dedup_s"] = round(spent, 2)
-        write_json(manifest_path, manifest)
+        _run_tasks(todo, src, cdir, fp, cfg.block_size, workers, scheduler, n, progress)
+        timings["dedup_s"] = round(
+            timings.get("dedup_s", 0) + time.perf_counter() - t0, 2
+        )  # summed over runs
+        run.save_state()
 
     # stage 3: assemble the table in input order
     rank = np.empty(n, dtype=np.int64)
@@ -511,37 +730,101 @@ def run_semdedup(
     for c, rows in enumerate(members):
         if not len(rows):
             continue
-        t = pq.read_table(cdir / f"c{c:06d}.parquet")
+        t = read_parquet(
+            cdir / f"c{c:06d}.parquet", what="SemDeDup cluster result", fix="delete it and rerun"
+        )
         r = t.column("row").to_numpy()
         if not np.array_equal(r, rows):
-            raise UserError(f"{cdir}/c{c:06d}.parquet does not match this run; rerun with --overwrite")
+            raise UserError(f"{cdir}/c{c:06d}.parquet does not match this run; delete it and rerun")
         rank[r] = t.column("rank").to_numpy()
         max_sim[r] = t.column("max_sim").to_numpy()
         max_row[r] = t.column("max_row").to_numpy()
     table = _result_table(embeddings.ids, cluster, sim, rank, max_sim, max_row, cfg.eps)
-    write_parquet(out / "semdedup.parquet", table, metadata={"fingerprint": dedup_fp})
-    summary = _summary(table, cluster, cfg, manifest["timings"], embeddings)
-    write_json(out / "summary.json", summary)
-    _write_examples(out / "examples.json", table, embeddings, cfg.eps[-1])
-    _summary_figure(out / "summary.png", max_sim, cluster, cfg)
-    manifest["done"] = True
-    write_json(manifest_path, manifest)
+    run.write_parquet("semdedup.parquet", table, metadata={"fingerprint": fp})
+    summary = _summary(table, sizes, cfg, timings, embeddings, notes)
+    run.write_json("summary.json", summary)
+    run.write_json("examples.json", _examples(table, embeddings, cfg.eps[-1]))
+    run.save_figure("summary.png", _summary_figure(max_sim, sizes, cfg))
+    run.finish()
     return summary
 
 
-def _differences(old: dict, inputs: dict, cfg: SemDeDupConfig) -> str:
-    """Which inputs or settings differ from those recorded in a manifest, e.g. ``n_clusters 8 -> 22``."""
-    diffs = []
-    if old.get("inputs", {}).get("vectors_sha256") != inputs["vectors_sha256"]:
-        diffs.append("the embeddings")
-    if old.get("inputs", {}).get("ids_sha256") != inputs["ids_sha256"]:
-        diffs.append("the ids")
-    new = asdict(cfg)
-    for key in ("n_clusters", "seed", "n_iter", "max_points_per_centroid", "order"):
-        before = old.get("config", {}).get(key)
-        if before != new[key]:
-            diffs.append(f"{key} {before} -> {new[key]}")
-    return ", ".join(diffs) or "settings"
+def _existing_run(out: Path) -> RunFolder:
+    """The finished SemDeDup run folder at ``out``, reopened with its own settings (for ``extract``)."""
+    manifest = out / MANIFEST
+    rerun = f"rerun `dlscience semdedup dedup ... --out {out} --overwrite` to recompute it"
+    if not manifest.exists():
+        if (out / "semdedup.parquet").exists():
+            raise UserError(f"{out} was written by an earlier dlscience, before run manifests; {rerun}")
+        raise UserError(f"no SemDeDup results in {out}; run `dlscience semdedup dedup ... --out {out}` first")
+    m = read_json(manifest, what="run manifest", fix=rerun)
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise UserError(f"{out} was written by an earlier dlscience, before run manifests; {rerun}")
+    if m.get("command") != f"dlscience {COMMAND}":
+        raise UserError(f"{out} holds results of `{m.get('command')}`, not of `dlscience semdedup dedup`")
+    if not m.get("finished"):
+        raise UserError(
+            f"{out} holds an unfinished SemDeDup run; repeat its `dlscience semdedup dedup` command to finish it"
+        )
+    run = RunFolder(
+        out, COMMAND, m.get("settings") or {}, identity=m.get("identity") or {}, inputs=m.get("inputs") or {}
+    )
+    if run.fingerprint != m.get("fingerprint"):
+        raise UserError(f"{manifest} does not match its own settings (edited?); {rerun}")
+    return run
+
+
+def extract_subsets(out: str | Path, eps: float | Sequence[float]) -> list[dict]:
+    """Write the kept items of a finished SemDeDup run at other eps, without recomputing:
+    ``out/kept_eps<eps>.parquet`` (``id``, and ``text`` when the run embedded texts), registered in the run's
+    manifest so that ``--overwrite`` of a later run removes them too.
+
+    Parameters
+    ----------
+    out : path
+        A folder written by ``semdedup dedup`` / ``semdedup run`` (:func:`run_semdedup`).
+    eps : float or sequence of float
+        Each in [1e-6, 1].
+
+    Returns
+    -------
+    list of dict
+        One per eps: ``eps``, ``kept``, ``n``, ``file``.
+
+    Raises
+    ------
+    UserError
+        No finished run there, a run of an earlier dlscience (rerun with ``--overwrite``), a damaged file.
+    """
+    import pyarrow.compute as pc
+
+    eps = check_eps(eps)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        from dlscience.cli_options import out_is_file_message
+
+        raise UserError(out_is_file_message(out))
+    run = _existing_run(out)
+    with run:
+        table = extract(out / "semdedup.parquet", eps)
+        texts = None
+        items_path = run.state.get("items")
+        if items_path and Path(items_path).exists():
+            items = read_parquet(items_path, what="items table (id, text)")
+            if "text" in items.column_names and items.column("id").equals(table.column("id")):
+                texts = items.column("text")
+        rows = []
+        for e in eps:
+            keep = table.column(eps_column(e))
+            kept = table.select(["id"]).filter(keep)
+            if texts is not None:
+                kept = kept.append_column("text", pc.filter(texts, keep))
+            name = f"kept_eps{e:g}.parquet"
+            run.write_parquet(name, kept)
+            rows.append({"eps": e, "kept": kept.num_rows, "n": table.num_rows, "file": name})
+        run.state["extracted"] = sorted({*run.state.get("extracted", []), *(f"{e:g}" for e in eps)})
+        run.save_state()
+    return rows
 
 
 def _run_tasks(todo, src, cdir, fingerprint, block_size, workers, scheduler, n, progress):
@@ -575,8 +858,21 @@ def _run_tasks(todo, src, cdir, fingerprint, block_size, workers, scheduler, n, 
             local.close()
 
 
-def _summary(table, cluster, cfg, timings, embeddings) -> dict:
-    sizes = np.bincount(cluster, minlength=cfg.n_clusters)
+def _cluster_sizes(sizes: np.ndarray) -> dict:
+    return {
+        "clusters": len(sizes),
+        "non_empty": int((sizes > 0).sum()),
+        "empty": int((sizes == 0).sum()),
+        "singletons": int((sizes == 1).sum()),
+        "min": int(sizes.min()),
+        "median": float(np.median(sizes)),
+        "mean": round(float(sizes.mean()), 3),
+        "max": int(sizes.max()),
+        "k_over_n": round(len(sizes) / max(1, int(sizes.sum())), 6),
+    }
+
+
+def _summary(table, sizes, cfg, timings, embeddings, notes) -> dict:
     n = table.num_rows
     kept = {}
     for e in cfg.eps:
@@ -590,20 +886,13 @@ def _summary(table, cluster, cfg, timings, embeddings) -> dict:
         "config": asdict(cfg),
         "kept": kept,
         "kept_fraction_curve": {f"{e:g}": round(float(f), 6) for e, f in zip(grid, curve, strict=True)},
-        "cluster_sizes": {
-            "clusters": int(cfg.n_clusters),
-            "non_empty": int((sizes > 0).sum()),
-            "singletons": int((sizes == 1).sum()),
-            "min": int(sizes.min()),
-            "median": float(np.median(sizes)),
-            "mean": round(float(sizes.mean()), 3),
-            "max": int(sizes.max()),
-        },
+        "cluster_sizes": _cluster_sizes(sizes),
+        "warnings": list(notes),
         "timings_s": timings,
     }
 
 
-def _write_examples(path: Path, table, embeddings: Embeddings, eps: float, n_examples: int = 12):
+def _examples(table, embeddings: Embeddings, eps: float, n_examples: int = 12) -> dict:
     """Removed items at eps, spread over their similarity range, next to the item that removed them."""
     max_sim = table.column("max_sim").to_numpy()
     removed = np.flatnonzero(~keep_mask(max_sim, eps))
@@ -620,16 +909,15 @@ def _write_examples(path: Path, table, embeddings: Embeddings, eps: float, n_exa
             item["text"] = str(embeddings.texts[i])
             item["max_text"] = str(embeddings.texts[j])
         examples.append(item)
-    write_json(path, {"eps": eps, "removed": int(len(removed)), "examples": examples})
+    return {"eps": eps, "removed": int(len(removed)), "examples": examples}
 
 
-def _summary_figure(path: Path, max_sim, cluster, cfg):
+def _summary_figure(max_sim, sizes, cfg):
+    """Kept fraction against eps, and the histogram of cluster sizes (a matplotlib figure)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from dlscience.results import save_figure
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
     eps = np.geomspace(1e-4, 0.5, 60)
@@ -640,11 +928,9 @@ def _summary_figure(path: Path, max_sim, cluster, cfg):
     a.set_ylabel("fraction kept")
     a.set_ylim(0, 1.02)
     a.grid(alpha=0.3)
-    sizes = np.bincount(cluster, minlength=cfg.n_clusters)
     b.hist(sizes, bins=min(50, max(5, cfg.n_clusters // 4)))
     b.set_xlabel("cluster size")
     b.set_ylabel("clusters")
     b.set_title(f"k = {cfg.n_clusters}", fontsize=9)
     fig.tight_layout()
-    save_figure(path, fig)
-    plt.close(fig)
+    return fig

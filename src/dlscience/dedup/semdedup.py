@@ -12,11 +12,15 @@ Rank order (research note semdedup.md Sec. 1 and 2):
 * ``"easy"``: nearest to the centroid first;
 * ``"random"``: a permutation seeded by ``(seed, cluster)``.
 
-Ties are broken by the item's id (ascending), so the result does not depend on the input's row order.
+Ties are broken by the item's id (ascending), so the result does not depend on the input's row order. The
+similarity to the centroid is computed row by row in float64 (exact products, a fixed summation order) and
+rounded to float32, so bit-identical vectors always get the same similarity wherever they sit in the input:
+among bit-identical vectors at most one is kept, and with the "hard" and "easy" orders it is the one with the
+smallest id (with "random", the first in the seeded permutation).
 
 **Chains.** A member is removed if *any* earlier-ranked member is within eps, even one that was itself removed:
-unit vectors at 0, 6 and 12 degrees with eps = 0.01 (cos 6 deg = 0.9945 > 0.99, cos 12 deg = 0.9781 < 0.99)
-keep only the 0-degree vector. This is the reference code's semantics (not a greedy "compare with kept items
+unit vectors at 0, 6 and 12 degrees *ranked in that order* with eps = 0.01 (cos 6 deg = 0.9945 > 0.99,
+cos 12 deg = 0.9781 < 0.99) keep only the 0-degree vector. This is the reference code's semantics (not a greedy "compare with kept items
 only" rule, which would also keep 12 degrees); it makes every eps a threshold on one stored number M_j, so all
 eps come from one pass and :func:`keep_mask` re-thresholds without recomputing.
 
@@ -24,7 +28,8 @@ M_j is computed by blocks of the Gram matrix (``block_size`` x ``block_size``), 
 matrix. Each block is accumulated in float64 and rounded to float32 before the max, so the result does not
 depend on ``block_size`` (BLAS sums in a different order for different block shapes; the float64 differences,
 about 1e-16, vanish in the rounding) and identical earlier members tie exactly, the earliest winning. For
-exact duplicates M_j is 1 up to the float32 rounding of the unit vectors (about 1e-7), so use eps >= 1e-6.
+exact duplicates M_j is 1 up to the float32 rounding of the unit vectors (about 1e-7), and float32 cannot tell
+1 - eps from 1 below eps = 6e-8: eps below ``MIN_EPS`` = 1e-6 is refused (:func:`check_eps`).
 """
 
 from __future__ import annotations
@@ -35,9 +40,43 @@ import numpy as np
 
 from dlscience.errors import InputValidationError
 
-__all__ = ["ORDERS", "earlier_max_similarity", "rank_members", "keep_mask", "check_eps", "normalize_rows"]
+__all__ = [
+    "ORDERS",
+    "MIN_EPS",
+    "earlier_max_similarity",
+    "rank_members",
+    "keep_mask",
+    "check_eps",
+    "normalize_rows",
+    "row_dots",
+    "require_numpy",
+]
 
 ORDERS = ("hard", "easy", "random")
+MIN_EPS = 1e-6  # smallest eps float32 similarities resolve with a margin (exact duplicates: 1 +- 1.2e-7)
+
+
+def require_numpy(value, name: str, where: str) -> None:
+    """Refuse a torch tensor where a numpy array (or array-like) is needed.
+
+    Parameters
+    ----------
+    value : object
+        The argument.
+    name, where : str
+        Its name and the function's, for the message.
+
+    Raises
+    ------
+    InputValidationError
+        If ``value`` is a ``torch.Tensor``, naming the argument and the conversion.
+    """
+    if type(value).__module__.split(".")[0] == "torch":
+        raise InputValidationError(
+            f"{where}: {name} must be a numpy array, got a {type(value).__module__}.{type(value).__name__}; "
+            f"convert with {name}.detach().cpu().numpy()"
+        )
+
 
 _MASKS: dict[int, np.ndarray] = {}
 
@@ -70,8 +109,10 @@ def earlier_max_similarity(x: np.ndarray, block_size: int = 2048) -> tuple[np.nd
     Raises
     ------
     InputValidationError
-        If x is not 2-D or block_size < 1.
+        If x is not 2-D, is a torch tensor, or block_size < 1.
     """
+    require_numpy(x, "x", "earlier_max_similarity")
+    x = np.asarray(x)
     if x.ndim != 2:
         raise InputValidationError(f"expected embeddings of shape (n, d), got {x.shape}")
     if block_size < 1:
@@ -125,8 +166,11 @@ def rank_members(
     Raises
     ------
     InputValidationError
-        If ``order`` is unknown.
+        If ``order`` is unknown, or an array is a torch tensor.
     """
+    require_numpy(sim_to_centroid, "sim_to_centroid", "rank_members")
+    require_numpy(id_rank, "id_rank", "rank_members")
+    sim_to_centroid, id_rank = np.asarray(sim_to_centroid), np.asarray(id_rank)
     if order == "hard":
         return np.lexsort((id_rank, sim_to_centroid))
     if order == "easy":
@@ -138,12 +182,13 @@ def rank_members(
 
 
 def check_eps(eps: float | Sequence[float]) -> tuple[float, ...]:
-    """Validate eps values: each in (0, 1]. Returns them as a sorted tuple of floats.
+    """Validate eps values: each in [MIN_EPS, 1]. Returns them as a sorted tuple of floats, without repeats.
 
     Raises
     ------
     InputValidationError
-        If a value is outside (0, 1], not finite, or none is given.
+        If a value is outside (0, 1], not finite, below ``MIN_EPS`` (1e-6: float32 similarities cannot
+        resolve 1 - eps from 1 below 6e-8, and exact duplicates reach 1 only up to about 1e-7), or none is given.
     """
     values = (eps,) if np.isscalar(eps) else tuple(eps)
     if not values:
@@ -156,6 +201,12 @@ def check_eps(eps: float | Sequence[float]) -> tuple[float, ...]:
                 f"eps must be in (0, 1] (remove when max similarity > 1 - eps), got {e}; typical values "
                 "are 0.001-0.2"
             )
+        if e < MIN_EPS:
+            raise InputValidationError(
+                f"eps {e:g} is below {MIN_EPS:g}: similarities are float32 (resolution 6e-8 near 1) and exact "
+                f"duplicates reach 1 only up to rounding (about 1e-7), so such an eps cannot be resolved; use "
+                f"eps >= {MIN_EPS:g}"
+            )
         out.append(e)
     return tuple(sorted(set(out)))
 
@@ -166,6 +217,7 @@ def keep_mask(max_sim: np.ndarray, eps: float) -> np.ndarray:
     The first-ranked member of a cluster (max_sim 0) is kept for every eps in (0, 1], so each non-empty cluster
     keeps at least one member.
     """
+    require_numpy(max_sim, "max_sim", "keep_mask")
     (eps,) = check_eps(eps)
     return ~(np.asarray(max_sim) > np.float32(1.0 - eps))
 
@@ -174,13 +226,17 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
     """L2-normalise rows: (n, d) any float -> (n, d) float32 unit rows (norms accumulated in float64, so a row's
     result does not depend on which other rows are in the batch).
 
+    Each row's norm is a float64 sum in a fixed order (numpy's pairwise sum along the row), so bit-identical
+    rows give bit-identical results wherever they sit (BLAS would not guarantee this).
+
     Raises
     ------
     InputValidationError
-        If a row is zero or not finite (it has no direction).
+        If a row is zero or not finite (it has no direction), or ``x`` is a torch tensor.
     """
+    require_numpy(x, "x", "normalize_rows")
     x = np.asarray(x)
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+    norms = np.sqrt(np.square(x, dtype=np.float64).sum(axis=1))
     bad = ~np.isfinite(norms) | (norms == 0)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -190,3 +246,27 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
             "re-embed such rows)"
         )
     return (x / norms[:, None]).astype(np.float32)
+
+
+def row_dots(x: np.ndarray, y: np.ndarray, *, chunk: int = 1 << 22) -> np.ndarray:
+    """Row-wise dot products ``<x_i, y_i>`` computed exactly reproducibly: float32 products are exact in float64
+    and each row is summed in a fixed order, so the result for a row depends only on its two vectors (not on
+    where they sit, unlike a BLAS matrix product). Returns float32 (the float64 sums rounded once).
+
+    Parameters
+    ----------
+    x, y : ndarray (n, d) float32
+    chunk : int
+        Elements per float64 temporary.
+
+    Returns
+    -------
+    ndarray (n,) float32
+    """
+    n, d = x.shape
+    out = np.empty(n, dtype=np.float32)
+    step = max(1, chunk // max(1, d))
+    for a in range(0, n, step):
+        b = min(n, a + step)
+        out[a:b] = (x[a:b].astype(np.float64) * y[a:b].astype(np.float64)).sum(axis=1)
+    return out

@@ -1,55 +1,95 @@
-"""CLI of the in-context-learning study: ``dlscience icl train | sweep | baselines``."""
+"""CLI of the in-context-learning study: ``dlscience icl train | sweep | baselines``.
+
+Only parsing and printing live here: every value is checked at parse time (before any model or data is
+built), and the jobs are :func:`~dlscience.icl.training.train`, :func:`~dlscience.icl.sweep.run_sweep` and
+:func:`~dlscience.icl.baselines.baseline_errors`.
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
-from dlscience.cli import HelpFormatter
-from dlscience.errors import InputValidationError
+from dlscience.cli_options import (
+    HelpFormatter,
+    add_preset,
+    add_run_options,
+    add_seed,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+)
 
 __all__ = ["register"]
 
-
-def _tasks_one(text: str):
-    from dlscience.errors import InputValidationError
-    from dlscience.icl.sweep import parse_tasks
-
-    try:
-        (m,) = parse_tasks(text)
-    except (InputValidationError, ValueError):
-        raise argparse.ArgumentTypeError(
-            f"--tasks must be a positive integer, 2^k or inf, got {text!r}"
-        ) from None
-    return m
+DESCRIPTION = (
+    "Pretrain transformers on in-context linear regression with M tasks and compare them with the Bayes "
+    "estimators dMMSE (discrete prior) and ridge (Gaussian prior) (Raventos, Paul, Chen & Ganguli, NeurIPS 2023)."
+)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    from dlscience.icl.training import CONFIGS
+def _task_list(max_tasks: int, *, one: bool = False) -> Callable[[str], object]:
+    """``type=`` for ``--tasks``: comma-separated M values (integers, 2^k, inf), each once and at most
+    ``max_tasks``; with ``one``, a single M (returned as int or None)."""
 
-    p.add_argument(
-        "--config",
-        default="cpu",
-        choices=tuple(CONFIGS),
+    def parse(text: str):
+        from dlscience.errors import InputValidationError
+        from dlscience.icl.sweep import parse_tasks
+
+        try:
+            tasks = parse_tasks(text, max_tasks=max_tasks)
+        except InputValidationError as exc:
+            message = str(exc).removeprefix("--tasks: ").removeprefix("--tasks ")
+            if one and message.startswith("must list"):
+                message = f"must be a positive integer, 2^k or inf, got {text!r}"
+            raise argparse.ArgumentTypeError(message) from None
+        if one:
+            if len(tasks) != 1:
+                raise argparse.ArgumentTypeError(f"expected one M (an integer, 2^k or inf), got {text!r}")
+            return tasks[0]
+        return tasks
+
+    return parse
+
+
+def _training_command(cmds, name: str, *, help: str, description: str, tasks: tuple, func) -> None:
+    """Add ``icl train`` or ``icl sweep``: ``--tasks`` (``tasks`` = its type, default and help) and the
+    options they share."""
+    from dlscience.icl.training import PRESETS
+
+    p = cmds.add_parser(name, help=help, description=description, formatter_class=HelpFormatter)
+    p.set_defaults(func=func)
+    p.add_argument("--tasks", type=tasks[0], default=tasks[1], help=tasks[2])
+    add_preset(
+        p,
+        tuple(PRESETS),
+        "cpu",
         help="named sizes: paper-base (8 layers x 128, batch 256, 500K steps), paper-small (4 x 64, batch 512, "
         "500K steps), cpu (4 x 64, batch 128, 6K steps); the options below override them",
     )
-    p.add_argument("--n-dims", type=int, default=8, help="D, input dimension")
-    p.add_argument("--n-points", type=int, default=16, help="K, (x, y) pairs per sequence")
-    p.add_argument("--noise-variance", type=float, default=0.25, help="sigma^2 of the label noise")
-    p.add_argument("--n-layer", type=int, default=None, help="transformer layers (default: from --config)")
-    p.add_argument("--n-embd", type=int, default=None, help="embedding width (default: from --config)")
-    p.add_argument("--n-head", type=int, default=None, help="attention heads (default: from --config)")
-    p.add_argument("--batch-size", type=int, default=None, help="sequences per step (default: from --config)")
-    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: from --config)")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the triangle schedule")
-    p.add_argument("--eval-every", type=int, default=500, help="steps between evaluations")
+    # the name before --preset, kept working but no longer shown
     p.add_argument(
-        "--eval-samples", type=int, default=None, help="sequences per evaluation set (default: from --config)"
+        "--config", dest="preset", choices=tuple(PRESETS), default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
-    p.add_argument("--task-seed", type=int, default=0, help="seed of the task pool")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the data stream")
-    p.add_argument("--out", required=True, help="output folder (resumable)")
+    p.add_argument("--n-dims", type=positive_int, default=8, help="D, input dimension")
+    p.add_argument("--n-points", type=positive_int, default=16, help="K, (x, y) pairs per sequence")
+    p.add_argument("--noise-variance", type=positive_float, default=0.25, help="sigma^2 of the label noise")
+    for option, what in [
+        ("--n-layer", "transformer layers"),
+        ("--n-embd", "embedding width"),
+        ("--n-head", "attention heads"),
+        ("--batch-size", "sequences per step"),
+        ("--steps", "optimiser steps"),
+        ("--eval-samples", "sequences per evaluation set"),
+    ]:
+        p.add_argument(option, type=positive_int, default=None, help=f"{what} (default: from --preset)")
+    p.add_argument(
+        "--lr", type=positive_float, default=1e-3, help="peak learning rate of the triangle schedule"
+    )
+    p.add_argument("--eval-every", type=positive_int, default=500, help="steps between evaluations")
+    p.add_argument("--task-seed", type=nonnegative_int, default=0, help="seed of the task pool")
+    add_run_options(p, out=None, seed_help="seed of the initialisation and the data stream")
 
 
 def _config(args, n_tasks=None):
@@ -60,7 +100,7 @@ def _config(args, n_tasks=None):
         n_dims=args.n_dims,
         n_points=args.n_points,
         noise_variance=args.noise_variance,
-        config=args.config,
+        preset=args.preset,
         n_layer=args.n_layer,
         n_embd=args.n_embd,
         n_head=args.n_head,
@@ -76,28 +116,28 @@ def _config(args, n_tasks=None):
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``icl`` subcommand group to the top-level parser."""
-    icl = sub.add_parser(
-        "icl",
-        help="in-context linear regression and task diversity (Raventos et al. 2023)",
-        description="Pretrain transformers on in-context linear regression with M tasks and compare them with "
-        "the Bayes estimators dMMSE (discrete prior) and ridge (Gaussian prior) (Raventos, Paul, Chen & "
-        "Ganguli, NeurIPS 2023).",
-    )
+    from dlscience.icl.baselines import MAX_BASELINE_TASKS
+    from dlscience.icl.tasks import MAX_TASKS
+
+    summary = "in-context linear regression and task diversity (Raventos et al. 2023)"
+    icl = sub.add_parser("icl", help=summary, description=DESCRIPTION)
     cmds = icl.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    p = cmds.add_parser(
+    _training_command(
+        cmds,
         "train",
         help="pretrain one transformer",
         description="Pretrain a GPT-2-style transformer on sequences whose tasks come from a fixed pool of M. "
         "Evaluates periodically on the pool and on N(0, I) tasks next to ridge and dMMSE. Writes "
-        "OUT/checkpoint.pt, model.pt and log.json; repeat the command to resume.",
-        formatter_class=HelpFormatter,
+        "OUT/checkpoint.pt, model.pt, log.json and manifest.json; repeat the command to resume.",
+        tasks=(
+            _task_list(MAX_TASKS, one=True),
+            None,
+            "M, pool size: an integer up to 2^20, 2^k, or inf (default inf)",
+        ),
+        func=_run_train,
     )
-    p.add_argument(
-        "--tasks", type=_tasks_one, default=None, help="M, pool size: an integer, 2^k, or inf (default inf)"
-    )
-    _common(p)
-    p.set_defaults(func=_run_train)
-    p = cmds.add_parser(
+    _training_command(
+        cmds,
         "sweep",
         help="one transformer per M; figure and threshold M*",
         description="Train one transformer per M (each resumable; finished ones are reused), then write "
@@ -105,35 +145,40 @@ def register(sub: argparse._SubParsersAction) -> None:
         "transformer's distance to each), sweep_training.png (the distances and M* at every evaluation, to show "
         "whether the threshold still moves when training stops), table.md and sweep.json with the estimated "
         "threshold M*.",
-        formatter_class=HelpFormatter,
+        tasks=(
+            _task_list(MAX_TASKS),
+            "1,4,16,64,256,1024,4096,16384,inf",
+            "comma-separated M values, each once (integers up to 2^20, 2^k, inf)",
+        ),
+        func=_run_sweep,
     )
-    p.add_argument(
-        "--tasks",
-        default="1,4,16,64,256,1024,4096,16384,inf",
-        help="comma-separated M values (integers, 2^k, inf)",
-    )
-    _common(p)
-    p.set_defaults(func=_run_sweep)
     p = cmds.add_parser(
         "baselines",
         help="ridge's per-position Bayes risk and dMMSE's error (no training)",
         description="Print ridge's per-position Bayes risk / D (closed form given X, averaged over X) and, per "
-        "M, the mean error of dMMSE and ridge on both task distributions.",
+        "M, the mean error of dMMSE and ridge on both task distributions. dMMSE weighs all M pool tasks at "
+        "every position of every sequence, so its time grows linearly with M: M is at most 2^16 (minutes with "
+        "4096 sequences).",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--tasks", default="4,64,1024", help="comma-separated M values")
-    p.add_argument("--n-dims", type=int, default=8, help="D")
-    p.add_argument("--n-points", type=int, default=16, help="K")
-    p.add_argument("--noise-variance", type=float, default=0.25, help="sigma^2")
-    p.add_argument("--samples", type=int, default=4096, help="sequences per estimate")
-    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation sequences and the pool")
+    p.add_argument(
+        "--tasks",
+        type=_task_list(MAX_BASELINE_TASKS),
+        default="4,64,1024",
+        help="comma-separated M values, each once (integers up to 2^16, 2^k, inf)",
+    )
+    p.add_argument("--n-dims", type=positive_int, default=8, help="D")
+    p.add_argument("--n-points", type=positive_int, default=16, help="K")
+    p.add_argument("--noise-variance", type=positive_float, default=0.25, help="sigma^2")
+    p.add_argument("--samples", type=positive_int, default=4096, help="sequences per estimate")
+    add_seed(p, help="seed of the evaluation sequences and the pool")
     p.set_defaults(func=_run_baselines)
 
 
 def _run_train(args: argparse.Namespace) -> None:
     from dlscience.icl.training import train
 
-    log = train(_config(args, args.tasks), args.out)
+    log = train(_config(args, args.tasks), args.out, progress=args.progress, overwrite=args.overwrite)
     final = log["evals"][-1]
     for dist in ("true", "pretrain"):
         errs = ", ".join(f"{k} {v:.4f}" for k, v in final[dist]["mean_error"].items())
@@ -142,9 +187,9 @@ def _run_train(args: argparse.Namespace) -> None:
 
 
 def _run_sweep(args: argparse.Namespace) -> None:
-    from dlscience.icl.sweep import parse_tasks, run_sweep
+    from dlscience.icl.sweep import run_sweep
 
-    summary = run_sweep(parse_tasks(args.tasks), _config(args), args.out)
+    summary = run_sweep(args.tasks, _config(args), args.out, progress=args.progress, overwrite=args.overwrite)
     print(Path(args.out, "table.md").read_text())
     print(
         f"wrote {args.out}/sweep.png, sweep_training.png, table.md, sweep.json ({summary['threshold']['status']})"
@@ -152,32 +197,9 @@ def _run_sweep(args: argparse.Namespace) -> None:
 
 
 def _run_baselines(args: argparse.Namespace) -> None:
-    from dlscience.icl.metrics import eval_batches, evaluate
-    from dlscience.icl.ridge import ridge_risk
-    from dlscience.icl.sweep import parse_tasks
-    from dlscience.icl.tasks import NoisyLinearRegression
-    from dlscience.icl.training import baselines
+    from dlscience.icl.baselines import baseline_errors, format_baselines
 
-    tasks = parse_tasks(args.tasks)
-    NoisyLinearRegression(args.n_dims, args.n_points, args.noise_variance)  # validate before printing
-    if args.samples < 1:
-        raise InputValidationError(f"--samples must be >= 1, got {args.samples}")
-    risk = ridge_risk(args.n_dims, args.n_points, args.noise_variance, seed=args.seed)
-    print("ridge Bayes risk / D per position: " + " ".join(f"{v:.3f}" for v in risk.tolist()))
-    print(f"mean {risk.mean():.3f}\n")
+    a = args
     print(
-        "mean error / D against the noiseless target; true: tasks ~ N(0, I); pretrain: tasks from the pool of M"
+        format_baselines(baseline_errors(a.tasks, a.n_dims, a.n_points, a.noise_variance, a.samples, a.seed))
     )
-    print(f"{'M':>8} {'dMMSE true':>11} {'dMMSE pretrain':>15} {'ridge true':>11} {'ridge pretrain':>15}")
-    for m in tasks:
-        task = NoisyLinearRegression(args.n_dims, args.n_points, args.noise_variance, m, task_seed=args.seed)
-        est = baselines(task)
-        row = {}
-        for i, dist in enumerate(("true", "pretrain")):
-            ev, _ = evaluate(est, eval_batches(task, dist, args.samples, seed=args.seed + 1 + i), dist)
-            row[dist] = ev.mean_error
-        dm = {d: (f"{row[d]['dmmse']:.3f}" if "dmmse" in row[d] else "-") for d in row}
-        print(
-            f"{'inf' if m is None else m:>8} {dm['true']:>11} {dm['pretrain']:>15} {row['true']['ridge']:>11.3f} "
-            f"{row['pretrain']['ridge']:>15.3f}"
-        )

@@ -12,12 +12,12 @@ from __future__ import annotations
 import torch
 
 from dlscience.errors import InputValidationError
-from dlscience.icl.estimators import ICLEstimator, check_sequences
+from dlscience.icl.estimators import PosteriorMeanEstimator, require_tensor
 
 __all__ = ["DiscreteMMSE"]
 
 
-class DiscreteMMSE(ICLEstimator):
+class DiscreteMMSE(PosteriorMeanEstimator):
     """Posterior mean of w under the uniform prior on a finite pool (Eq. 2).
 
     Parameters
@@ -38,6 +38,8 @@ class DiscreteMMSE(ICLEstimator):
     name = "dmmse"
 
     def __init__(self, pool: torch.Tensor, noise_variance: float = 0.25, max_elements: int = 1 << 24):
+        if pool is not None:
+            require_tensor(pool, "pool", "(M, D)", "DiscreteMMSE")
         if pool is None or pool.ndim != 2 or len(pool) < 1:
             raise InputValidationError(
                 "dMMSE needs a finite task pool of shape (M, D) (M = infinity has none)"
@@ -45,12 +47,12 @@ class DiscreteMMSE(ICLEstimator):
         if noise_variance <= 0:
             raise InputValidationError(f"dMMSE needs noise_variance > 0, got {noise_variance}")
         self.pool = pool.double()
+        self.n_dims = self.pool.shape[1]
         self.noise_variance = float(noise_variance)
         self.max_elements = int(max_elements)
 
-    def weights(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        """w_hat_k for every position: (B, K, D) float64."""
-        check_sequences(xs, ys, self.pool.shape[1])
+    def _weights(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        """w_hat_k = softmax over the pool of the log-likelihoods of y_1..y_{k-1} (Eq. 2), in chunks."""
         B, K, _ = xs.shape
         M = len(self.pool)
         chunk = max(1, self.max_elements // (K * M))
@@ -61,7 +63,3 @@ class DiscreteMMSE(ICLEstimator):
             log_lik = -(torch.cumsum(sq, dim=1) - sq) / (2 * self.noise_variance)  # sum over j < k
             out.append(torch.softmax(log_lik, dim=-1) @ self.pool)
         return torch.cat(out)
-
-    def predict(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        """y_hat_k = w_hat_k^T x_k, (B, K) float32."""
-        return (self.weights(xs, ys) * xs.double()).sum(-1).float()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from dlscience.icl.estimators import ICLEstimator, check_sequences
+from dlscience.icl.estimators import PosteriorMeanEstimator, require_tensor
 
 __all__ = ["Ridge", "ridge_posterior_covariance", "ridge_risk"]
 
@@ -30,7 +30,7 @@ def _prefix_moments(xs: torch.Tensor, ys: torch.Tensor):
     return A, b
 
 
-class Ridge(ICLEstimator):
+class Ridge(PosteriorMeanEstimator):
     """Ridge regression on each prefix, batched over positions (Eq. 3).
 
     Parameters
@@ -48,22 +48,18 @@ class Ridge(ICLEstimator):
         self.noise_variance, self.task_variance = float(noise_variance), float(task_variance)
         self.lam = max(self.noise_variance / self.task_variance, 1e-12)
 
-    def weights(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        """w_hat_k for every position: (B, K, D) float64."""
-        check_sequences(xs, ys)
+    def _weights(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        """w_hat_k = (A_k + lambda I)^{-1} b_k from the exclusive prefix moments; w_hat_1 = 0."""
         xs, ys = xs.double(), ys.double()
         A, b = _prefix_moments(xs, ys)
         eye = torch.eye(xs.shape[-1], dtype=torch.float64)
         return torch.linalg.solve(A + self.lam * eye, b)
 
-    def predict(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        """y_hat_k = w_hat_k^T x_k, (B, K) float32; 0 at position 1."""
-        return (self.weights(xs, ys) * xs.double()).sum(-1).float()
-
 
 def ridge_posterior_covariance(xs: torch.Tensor, noise_variance: float = 0.25, task_variance: float = 1.0):
     """Posterior covariance of w at every position: Sigma_k = (X^T X / sigma^2 + I / tau^2)^{-1},
-    (B, K, D, D) float64 from xs (B, K, D)."""
+    (B, K, D, D) float64 from xs (B, K, D) (a torch tensor; anything else raises InputValidationError)."""
+    require_tensor(xs, "xs", "(B, K, D)", "ridge_posterior_covariance")
     xs = xs.double()
     outer = xs[..., :, None] * xs[..., None, :]
     A = torch.cumsum(outer, dim=1) - outer

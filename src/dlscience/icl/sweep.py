@@ -16,21 +16,48 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from dlscience.errors import InputValidationError
+from dlscience.icl.tasks import MAX_TASKS
 from dlscience.icl.training import ICLConfig, train
-from dlscience.results import save_figure, write_json
+from dlscience.results import atomic_write
+from dlscience.runs import RunFolder, RunInterrupted
 
 __all__ = ["parse_tasks", "run_sweep", "threshold", "threshold_by_step"]
+
+#: The summary files of a sweep (beside its ``M=...`` run folders).
+SUMMARY = ("sweep.json", "sweep.png", "sweep_training.png", "table.md")
+
+#: Settings that may change between sessions of a sweep (evaluation and checkpoint cadence).
+_NOT_IDENTITY = ("n_tasks", "checkpoint_every", "eval_every", "eval_samples")
+
+#: Why the number of tasks is bounded (dMMSE's cost), in the refusal of a larger M.
+TOO_MANY_TASKS = (
+    "dMMSE weighs all M pool tasks at every position of every evaluation sequence, so its time and memory grow "
+    "linearly with M"
+)
 
 RULE = "M* where log(Delta(PT,dMMSE)/Delta(PT,ridge)) on the true distribution crosses 0 (linear in log2 M)"
 
 
-def parse_tasks(text: str) -> list[int | None]:
+def parse_tasks(text: str, *, max_tasks: int | None = MAX_TASKS) -> list[int | None]:
     """``"1,4,16,inf"`` -> [1, 4, 16, None]; powers may be written ``2^10``.
+
+    Parameters
+    ----------
+    text : str
+        Comma-separated pool sizes.
+    max_tasks : int or None
+        The largest M accepted (default :data:`~dlscience.icl.tasks.MAX_TASKS`; None: no bound).
+
+    Returns
+    -------
+    list of int or None
+        In the order given (None = infinity).
 
     Raises
     ------
     InputValidationError
-        On anything else than positive integers, ``2^k`` or ``inf``.
+        On anything else than positive integers, ``2^k`` or ``inf``; on an M above ``max_tasks``; on an M given
+        twice (``4,2^2``: the same run would be trained twice).
     """
     out: list[int | None] = []
     for part in text.split(","):
@@ -38,17 +65,31 @@ def parse_tasks(text: str) -> list[int | None]:
         try:
             if part in ("inf", "infinity", "∞"):
                 out.append(None)
-            elif part.startswith("2^"):
-                out.append(2 ** int(part[2:]))
+                continue
+            if part.startswith("2^"):
+                k = int(part[2:])
+                if k < 0:
+                    raise ValueError
+                value = 2 ** min(k, 64)  # a huge exponent is refused below, without computing 2^k
             else:
                 value = int(part)
-                if value < 1:
-                    raise ValueError
-                out.append(value)
+            if value < 1:
+                raise ValueError
         except ValueError:
             raise InputValidationError(
                 f"--tasks must list positive integers, 2^k or inf (e.g. 1,4,16,2^10,inf), got {part!r}"
             ) from None
+        if max_tasks is not None and value > max_tasks:
+            raise InputValidationError(
+                f"--tasks: M = {part} is above {_fmt_m(max_tasks)}, the largest pool accepted here "
+                f"({TOO_MANY_TASKS}); use inf for a fresh task per sequence"
+            )
+        out.append(value)
+    seen = [m for i, m in enumerate(out) if m in out[:i]]
+    if seen:
+        raise InputValidationError(
+            f"--tasks gives M = {_fmt_m(seen[0])} more than once in {text!r}; list each M once"
+        )
     return out
 
 
@@ -87,57 +128,116 @@ def threshold(
     return {"M_star": None, "log2_M_star": None, "status": status, "rule": RULE}
 
 
-def run_sweep(tasks: list[int | None], base: ICLConfig, out: str | Path, *, progress: bool = True) -> dict:
+def run_sweep(
+    tasks: list[int | None],
+    base: ICLConfig,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict:
     """Train one transformer per M (each resumable, finished ones reused) and write ``sweep.json``,
     ``sweep.png``, ``sweep_training.png`` (:func:`threshold_by_step`) and ``table.md`` to ``out``.
 
     Parameters
     ----------
     tasks : list of int or None
-        Pool sizes (None = infinity).
+        Pool sizes (None = infinity), each once.
     base : ICLConfig
         Settings shared by every run (its ``n_tasks`` is replaced).
     out : path
-        One sub-folder per M (``M=16``, ``M=inf``) plus the summary files.
+        The sweep's run folder (:class:`~dlscience.runs.RunFolder`, command ``icl sweep``): one ``icl train``
+        run folder per M (``M=16``, ``M=inf``) plus the summary files. A sweep of the same settings is resumed
+        whatever its list of M (runs of other M are kept and reused when listed again); a sweep folder written
+        before run manifests is adopted (each run's checkpoint checks its settings).
+    progress : bool
+        Progress bars.
+    overwrite : bool
+        Replace a sweep of other settings in ``out`` (removing every file it wrote) instead of refusing it.
 
     Returns
     -------
     dict
         The content of ``sweep.json``: per M the final errors and Deltas on both distributions, and M*.
+
+    Raises
+    ------
+    UserError
+        Bad settings, an M given twice, or an ``out`` holding other results (see :func:`train`).
+    RunInterrupted
+        On SIGINT/SIGTERM; the message says what was saved.
     """
+    tasks = list(tasks)
+    if len(set(tasks)) != len(tasks):
+        raise InputValidationError(f"--tasks gives an M more than once: {tasks}; list each M once")
+    resolved = base.resolved()
+    for m in tasks:
+        replace(resolved, n_tasks=m).resolved()  # every M is valid before anything is written
     out = Path(out)
+    names = [_run_name(m) for m in tasks]
+    present = sorted(p.name for p in out.glob("M=*") if p.is_dir()) if out.is_dir() else []
+    identity = {k: v for k, v in asdict(resolved).items() if k not in _NOT_IDENTITY}
+    settings = {**asdict(resolved), "n_tasks": [_fmt_m(m) for m in tasks]}
+    run = RunFolder(
+        out,
+        "icl sweep",
+        settings,
+        identity=identity,
+        overwrite=overwrite,
+        outputs=SUMMARY + tuple(present) + tuple(names),
+        legacy=SUMMARY + tuple(present),
+        adopt_legacy=True,
+    )
     rows = []
     curves = {}
-    for m in tasks:
-        cfg = replace(base, n_tasks=m)
-        log = train(cfg, out / f"M={'inf' if m is None else m}", progress=progress)
-        curves[m] = log["evals"]
-        final = log["evals"][-1]
-        rows.append(
-            {
-                "M": m,
-                "steps": log["steps"],
-                "seconds": log["seconds"],
-                "mean_error": {d: final[d]["mean_error"] for d in ("true", "pretrain")},
-                "delta": {d: final[d]["delta"] for d in ("true", "pretrain")},
-            }
+    with run:
+        if run.finished:  # finished for another list of M: not finished until this list is
+            run.manifest["finished"] = False
+            run.save_state()
+        for m, name in zip(tasks, names, strict=True):
+            try:
+                log = train(replace(base, n_tasks=m), run.path(name), progress=progress, overwrite=overwrite)
+            except RunInterrupted as exc:
+                done = [f"M={_fmt_m(r['M'])}" for r in rows]
+                kept = f"; the finished runs ({', '.join(done)}) are kept in {out}" if done else ""
+                raise RunInterrupted(f"{exc}{kept}") from None
+            curves[m] = log["evals"]
+            final = log["evals"][-1]
+            rows.append(
+                {
+                    "M": m,
+                    "steps": log["steps"],
+                    "seconds": log["seconds"],
+                    "mean_error": {d: final[d]["mean_error"] for d in ("true", "pretrain")},
+                    "delta": {d: final[d]["delta"] for d in ("true", "pretrain")},
+                }
+            )
+        finite = [r for r in rows if r["M"] is not None]
+        est = threshold(
+            [r["M"] for r in finite],
+            [r["delta"]["true"]["transformer|dmmse"] for r in finite],
+            [r["delta"]["true"]["transformer|ridge"] for r in finite],
+            n_sequences=resolved.steps * resolved.batch_size,
         )
-    finite = [r for r in rows if r["M"] is not None]
-    resolved = base.resolved()
-    est = threshold(
-        [r["M"] for r in finite],
-        [r["delta"]["true"]["transformer|dmmse"] for r in finite],
-        [r["delta"]["true"]["transformer|ridge"] for r in finite],
-        n_sequences=resolved.steps * resolved.batch_size,
-    )
-    settings = {**asdict(resolved), "n_tasks": "per row"}
-    by_step = threshold_by_step({m: ev for m, ev in curves.items() if m is not None})
-    summary = {"settings": settings, "rows": rows, "threshold": est, "threshold_by_step": by_step}
-    write_json(out / "sweep.json", summary)
-    (out / "table.md").write_text(_table(rows, est))
-    save_figure(out / "sweep.png", _figure(rows, est))
-    save_figure(out / "sweep_training.png", _training_figure(curves, by_step))
+        by_step = threshold_by_step({m: ev for m, ev in curves.items() if m is not None})
+        summary = {
+            "settings": {**asdict(resolved), "n_tasks": "per row"},
+            "rows": rows,
+            "threshold": est,
+            "threshold_by_step": by_step,
+        }
+        run.write_json("sweep.json", summary)
+        table = _table(rows, est).encode()
+        atomic_write(run.path("table.md"), lambda f: f.write(table))
+        run.save_figure("sweep.png", _figure(rows, est))
+        run.save_figure("sweep_training.png", _training_figure(curves, by_step))
+        run.finish()
     return summary
+
+
+def _run_name(m: int | None) -> str:
+    """The sub-folder of the run of pool size ``m``: ``M=16``, ``M=inf``."""
+    return f"M={'inf' if m is None else m}"
 
 
 def threshold_by_step(evals: dict[int, list[dict]]) -> list[dict]:
@@ -279,20 +379,11 @@ def _figure(rows, est):
         )
         ax.set_ylabel("error / D (mean over positions)")
     ax = axes[2]
-    ax.semilogy(
-        xs,
-        [r["delta"]["true"]["transformer|dmmse"] for r in finite],
-        "s-",
-        color="C1",
-        label="Delta(PT, dMMSE)",
-    )
-    ax.semilogy(
-        xs,
-        [r["delta"]["true"]["transformer|ridge"] for r in finite],
-        "o-",
-        color="C2",
-        label="Delta(PT, ridge)",
-    )
+    for other, style, color in (("dmmse", "s-", "C1"), ("ridge", "o-", "C2")):
+        label = f"Delta(PT, {'dMMSE' if other == 'dmmse' else other})"
+        ax.semilogy(
+            xs, [r["delta"]["true"][f"transformer|{other}"] for r in finite], style, color=color, label=label
+        )
     for r in rows:
         if r["M"] is None:
             ax.semilogy([x_inf], [r["delta"]["true"]["transformer|ridge"]], "o", color="C2", mfc="none")

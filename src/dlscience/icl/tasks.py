@@ -22,9 +22,14 @@ import torch
 
 from dlscience.errors import InputValidationError
 
-__all__ = ["NoisyLinearRegression", "Batch", "DISTRIBUTIONS"]
+__all__ = ["NoisyLinearRegression", "Batch", "DISTRIBUTIONS", "MAX_TASKS"]
 
 DISTRIBUTIONS = ("pretrain", "true")
+
+#: The largest pool a training run accepts: 2^20, the largest M of the paper's sweeps. Every evaluation weighs
+#: all M tasks at every position of every sequence for dMMSE (time linear in M: about an hour per 2 x 4096
+#: evaluation sequences at 2^20 on one CPU core); beyond it use M = infinity (a fresh task per sequence).
+MAX_TASKS = 1 << 20
 
 
 @dataclass

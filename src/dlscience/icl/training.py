@@ -7,30 +7,45 @@ rate rises linearly from 0 to ``lr`` over the first ``warmup_fraction`` of the s
 
 Every ``eval_every`` steps the model is evaluated on fixed sets from both task distributions ("pretrain":
 the pool; "true": N(0, I)) next to ridge and (for finite M) dMMSE: per-position errors and the Delta distances
-of Eq. 4. Checkpoints (model, optimiser, schedule, data generator, log) are written atomically; the same
-command continues a run and reaches exactly the state an uninterrupted run would.
+of Eq. 4. The steps run in the shared :func:`~dlscience.training_loop.train_loop` on a
+:class:`~dlscience.checkpoint.TrainingCheckpoint` (model, optimiser, schedule, data generator, log), inside a
+:class:`~dlscience.runs.RunFolder`; the same command continues a run and reaches exactly the state an
+uninterrupted run would. Folders written before run manifests are adopted: their checkpoint checks the settings.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
 
-from dlscience.checkpoint import TrainingCheckpoint, record_loss
+from dlscience.checkpoint import TrainingCheckpoint
 from dlscience.errors import InputValidationError, UserError
-from dlscience.icl.dmmse import DiscreteMMSE
+from dlscience.icl.baselines import bayes_estimators
 from dlscience.icl.metrics import eval_batches, evaluate
-from dlscience.icl.ridge import Ridge
-from dlscience.icl.tasks import DISTRIBUTIONS, NoisyLinearRegression
+from dlscience.icl.tasks import DISTRIBUTIONS, MAX_TASKS, NoisyLinearRegression
 from dlscience.icl.transformer import TransformerICL
-from dlscience.results import load_torch, save_torch, write_json
+from dlscience.results import load_torch, read_json
+from dlscience.runs import RunFolder
+from dlscience.training_loop import new_state, train_loop
 
-__all__ = ["ICLConfig", "CONFIGS", "train", "load_transformer", "baselines", "triangle_lr"]
+__all__ = [
+    "ICLConfig",
+    "PRESETS",
+    "CONFIGS",
+    "train",
+    "load_transformer",
+    "baselines",
+    "triangle_lr",
+    "OUTPUTS",
+]
 
-CONFIGS = {
+#: The files ``icl train`` writes in its folder (a folder holding some of them and no manifest is a run
+#: written before run manifests, and is adopted).
+OUTPUTS = ("checkpoint.pt", "model.pt", "log.json")
+
+PRESETS = {
     # the paper's base model (8 layers, 128 wide, 2 heads), batch 256, 500K steps: a TPU/GPU run
     "paper-base": {"n_layer": 8, "n_embd": 128, "n_head": 2, "batch_size": 256, "steps": 500_000},
     # the paper's small model (4 layers, 64 wide), batch 512 as in its learning-dynamics runs
@@ -38,6 +53,9 @@ CONFIGS = {
     # a CPU-sized run of the small model: fewer, smaller steps (the qualitative result only)
     "cpu": {"n_layer": 4, "n_embd": 64, "n_head": 2, "batch_size": 128, "steps": 6000, "eval_samples": 4096},
 }
+
+
+CONFIGS = PRESETS  # the name before ``--preset``
 
 
 @dataclass(frozen=True)
@@ -50,8 +68,9 @@ class ICLConfig:
         M, the pool size; None for infinity.
     n_dims, n_points, noise_variance
         D, K, sigma^2 (paper 8, 16, 0.25).
-    config : str
-        Named defaults (:data:`CONFIGS`); fields set explicitly override them.
+    preset : str
+        Named defaults (:data:`PRESETS`); fields set explicitly override them (``config`` in files written
+        before ``--preset``: :meth:`from_dict` reads both).
     n_layer, n_embd, n_head : int, optional
         Transformer size.
     batch_size, steps : int, optional
@@ -72,7 +91,7 @@ class ICLConfig:
     n_dims: int = 8
     n_points: int = 16
     noise_variance: float = 0.25
-    config: str = "cpu"
+    preset: str = "cpu"
     n_layer: int | None = None
     n_embd: int | None = None
     n_head: int | None = None
@@ -92,11 +111,11 @@ class ICLConfig:
         Raises
         ------
         InputValidationError
-            Unknown config or a value out of range.
+            Unknown preset or a value out of range.
         """
-        if self.config not in CONFIGS:
-            raise InputValidationError(f"--config must be one of {tuple(CONFIGS)}, got {self.config!r}")
-        base = {"eval_samples": 1 << 16, **CONFIGS[self.config]}
+        if self.preset not in PRESETS:
+            raise InputValidationError(f"--preset must be one of {tuple(PRESETS)}, got {self.preset!r}")
+        base = {"eval_samples": 1 << 16, **PRESETS[self.preset]}
         filled = replace(self, **{k: v for k, v in base.items() if getattr(self, k) is None})
         for name in (
             "n_dims",
@@ -107,18 +126,44 @@ class ICLConfig:
             "batch_size",
             "steps",
             "eval_every",
+            "eval_samples",
+            "checkpoint_every",
         ):
             if getattr(filled, name) < 1:
                 raise InputValidationError(f"--{name.replace('_', '-')} must be >= 1")
-        if filled.n_tasks is not None and filled.n_tasks < 1:
-            raise InputValidationError(f"--tasks must be >= 1 or inf, got {filled.n_tasks}")
-        if not 0 < filled.warmup_fraction < 1 or filled.lr <= 0:
+        if filled.n_tasks is not None and not 1 <= filled.n_tasks <= MAX_TASKS:
+            raise InputValidationError(
+                f"--tasks must be between 1 and 2^20 = {MAX_TASKS}, or inf, got {filled.n_tasks}"
+            )
+        if not 0 < filled.warmup_fraction < 1 or not filled.lr > 0:
             raise InputValidationError("--lr must be > 0 and --warmup-fraction in (0, 1)")
+        if not filled.noise_variance > 0:
+            raise InputValidationError(
+                f"--noise-variance must be > 0 (dMMSE divides by it), got {filled.noise_variance}"
+            )
         if filled.n_embd % filled.n_head:
             raise InputValidationError(
                 f"--n-embd ({filled.n_embd}) must be divisible by --n-head ({filled.n_head})"
             )
         return filled
+
+    @classmethod
+    def from_dict(cls, settings: dict) -> ICLConfig:
+        """The config of saved settings (``asdict`` of an ICLConfig), also of files written before ``--preset``
+        (key ``config``).
+
+        Raises
+        ------
+        InputValidationError
+            On keys that are not settings of this version.
+        """
+        settings = dict(settings)
+        if "config" in settings and "preset" not in settings:
+            settings["preset"] = settings.pop("config")
+        unknown = set(settings) - {f.name for f in fields(cls)}
+        if unknown:
+            raise InputValidationError(f"unknown ICL settings {sorted(unknown)}")
+        return cls(**settings)
 
     def task(self) -> NoisyLinearRegression:
         """The data process of this run."""
@@ -135,32 +180,42 @@ def triangle_lr(step: int, steps: int, lr: float, warmup_fraction: float = 0.5) 
     return lr * max(0.0, (steps - step) / max(1, steps - warm))
 
 
-def baselines(task: NoisyLinearRegression) -> dict:
-    """Ridge (always) and dMMSE (finite M) for ``task``: name -> ICLEstimator."""
-    out = {"ridge": Ridge(task.noise_variance, task.task_variance)}
-    if task.pool is not None:
-        out["dmmse"] = DiscreteMMSE(task.pool, task.noise_variance)
-    return out
+baselines = bayes_estimators  # the name before :mod:`dlscience.icl.baselines`
 
 
 def _resume_settings(cfg: ICLConfig) -> dict:
-    """The settings a resumed run must share (evaluation and checkpoint cadence may change)."""
+    """The settings a checkpoint must share to be continued (evaluation and checkpoint cadence may change; the
+    steps are checked separately). The preset is stored under its first name, ``config``, so checkpoints written
+    before ``--preset`` keep their fingerprint and are resumed."""
     d = asdict(cfg)
     for key in ("steps", "checkpoint_every", "eval_every", "eval_samples"):
+        d.pop(key)
+    d["config"] = d.pop("preset")
+    return d
+
+
+def _identity(cfg: ICLConfig) -> dict:
+    """The settings a run folder must share to be resumed: all but the evaluation and checkpoint cadence."""
+    d = asdict(cfg)
+    for key in ("checkpoint_every", "eval_every", "eval_samples"):
         d.pop(key)
     return d
 
 
-def train(config: ICLConfig, out: str | Path, *, progress: bool = True) -> dict:
+def train(config: ICLConfig, out: str | Path, *, progress: bool = True, overwrite: bool = False) -> dict:
     """Pretrain (or continue pretraining) a transformer; write ``checkpoint.pt``, ``model.pt`` and ``log.json``.
 
     Parameters
     ----------
     config : ICLConfig
     out : path
-        Output folder.
+        The run folder (:class:`~dlscience.runs.RunFolder`, command ``icl train``). A folder of the same
+        settings is resumed (a finished one is returned as it is); one written before run manifests is adopted
+        when its checkpoint holds the same settings.
     progress : bool
         Progress bar with the running loss and the latest Delta distances.
+    overwrite : bool
+        Replace a run of other settings in ``out`` (removing every file it wrote) instead of refusing it.
 
     Returns
     -------
@@ -171,10 +226,59 @@ def train(config: ICLConfig, out: str | Path, *, progress: bool = True) -> dict:
     Raises
     ------
     UserError
-        Bad settings, or ``out`` holds a run with other settings.
+        Bad settings; ``out`` is a file, holds a run of other settings (without ``overwrite``) or a damaged
+        checkpoint (named); nothing is written then.
+    RunInterrupted
+        On SIGINT/SIGTERM: the message says whether a checkpoint was saved and where.
     """
     cfg = config.resolved()
     task = cfg.task()
+    fixed = bayes_estimators(task)
+    out = Path(out)
+    run = RunFolder(
+        out,
+        "icl train",
+        asdict(cfg),
+        identity=_identity(cfg),
+        overwrite=overwrite,
+        outputs=OUTPUTS,
+        legacy=OUTPUTS,
+        adopt_legacy=True,
+    )
+    ckpt = _checkpoint(cfg, out / "checkpoint.pt")
+
+    def restore() -> dict:
+        state, extra = ckpt.restore(
+            new_state(evals=[]),
+            other_settings=f"{ckpt.path} holds a training run of other settings; rerun with --overwrite to "
+            "start afresh, or use another --out",
+        )
+        if extra and extra["steps"] != cfg.steps:
+            raise UserError(
+                f"{out} was started with --steps {extra['steps']} (the learning-rate triangle depends on it); "
+                "resume with the same --steps, rerun with --overwrite, or use another --out"
+            )
+        return state
+
+    # Without --overwrite the checkpoint is read before the folder is opened, so that a damaged checkpoint or
+    # one of other settings (also in a folder written before manifests) is refused before anything is written.
+    state = None if overwrite else restore()
+    with run:
+        if run.finished and (out / "log.json").exists() and (out / "model.pt").exists():
+            return read_json(out / "log.json", what="ICL training log", fix="rerun with --overwrite")
+        run.path("checkpoint.pt")
+        try:
+            state = restore() if state is None else state
+            log = _train_in(run, cfg, task, ckpt, fixed, state, progress)
+        except KeyboardInterrupt:
+            run.checkpointed = ckpt.path.exists()
+            raise
+    return log
+
+
+def _checkpoint(cfg: ICLConfig, path: Path) -> TrainingCheckpoint:
+    """A fresh model (seeded by ``cfg.seed``), Adam, the triangle schedule and the data generator
+    (``cfg.seed + 1``), held by the run's checkpoint."""
     torch.manual_seed(cfg.seed)
     model = TransformerICL(cfg.n_dims, cfg.n_points, cfg.n_layer, cfg.n_embd, cfg.n_head)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -182,34 +286,22 @@ def train(config: ICLConfig, out: str | Path, *, progress: bool = True) -> dict:
         opt, lambda s: triangle_lr(s, cfg.steps, 1.0, cfg.warmup_fraction)
     )
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    out = Path(out)
-    ckpt = TrainingCheckpoint(
-        out / "checkpoint.pt",
-        _resume_settings(cfg),
-        model=model,
-        optimizer=opt,
-        scheduler=sched,
-        generator=gen,
-        extra={"steps": cfg.steps},
+    settings, extra = _resume_settings(cfg), {"steps": cfg.steps}
+    return TrainingCheckpoint(
+        path, settings, model=model, optimizer=opt, scheduler=sched, generator=gen, extra=extra
     )
-    state, extra = ckpt.restore(
-        {"step": 0, "losses": [], "evals": [], "seconds": 0.0},
-        other_settings=f"{out} holds an ICL run with other settings; choose another --out",
-    )
-    if extra and extra["steps"] != cfg.steps:
-        raise UserError(
-            f"{out} was started with --steps {extra['steps']} (the learning-rate triangle depends on it); "
-            "resume with the same --steps or use another --out"
-        )
-    out.mkdir(parents=True, exist_ok=True)
 
-    estimators = {"transformer": model, **baselines(task)}
+
+def _train_in(run, cfg, task, ckpt, fixed, state, progress) -> dict:
+    """The body of :func:`train` inside its open run folder: evaluate, train, write the model and the log."""
+    model, opt, sched, gen = ckpt.model, ckpt.optimizer, ckpt.scheduler, ckpt.generator
+    estimators = {"transformer": model, **fixed}
     eval_sets = {
         d: eval_batches(task, d, cfg.eval_samples, seed=10_000 + i) for i, d in enumerate(DISTRIBUTIONS)
     }
     caches: dict[str, dict] = {d: {} for d in DISTRIBUTIONS}
 
-    def run_eval():
+    def run_eval() -> dict:
         row = {"step": state["step"]}
         for d, batches in eval_sets.items():
             ev, preds = evaluate(estimators, batches, d, caches[d])
@@ -217,40 +309,40 @@ def train(config: ICLConfig, out: str | Path, *, progress: bool = True) -> dict:
             row[d] = ev.to_json()
         return row
 
-    from tqdm.auto import tqdm
+    def step() -> float:
+        batch = task.sample(cfg.batch_size, gen, "pretrain")
+        loss = ((model(batch.xs, batch.ys) - batch.ys) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        return loss.item()
 
-    m = "inf" if cfg.n_tasks is None else cfg.n_tasks
-    bar = tqdm(total=cfg.steps, initial=state["step"], disable=not progress, unit="step", desc=f"icl M={m}")
+    def after_step(state: dict) -> dict | None:
+        if state["step"] % cfg.eval_every and state["step"] != cfg.steps:
+            return None
+        state["evals"].append(run_eval())
+        ev = state["evals"][-1]["true"]["delta"]
+        shown = {"d_ridge": f"{ev['transformer|ridge']:.3f}"}
+        if "transformer|dmmse" in ev:
+            shown["d_dmmse"] = f"{ev['transformer|dmmse']:.3f}"
+        return shown
+
+    if not state["evals"]:
+        state["evals"].append(run_eval())
     model.train()
-    t0 = time.perf_counter()
-    try:
-        if not state["evals"]:
-            state["evals"].append(run_eval())
-        while state["step"] < cfg.steps:
-            batch = task.sample(cfg.batch_size, gen, "pretrain")
-            loss = ((model(batch.xs, batch.ys) - batch.ys) ** 2).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            state["step"] += 1
-            record_loss(state, loss.item(), final=state["step"] == cfg.steps)
-            if state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps:
-                state["evals"].append(run_eval())
-                ev = state["evals"][-1]["true"]["delta"]
-                bar.set_postfix(
-                    loss=f"{(state['losses'][-1][1] if state['losses'] else loss.item()):.3f}",
-                    d_ridge=f"{ev['transformer|ridge']:.3f}",
-                    **({"d_dmmse": f"{ev['transformer|dmmse']:.3f}"} if "transformer|dmmse" in ev else {}),
-                )
-            bar.update(1)
-            if state["step"] % cfg.checkpoint_every == 0 or state["step"] == cfg.steps:
-                state["seconds"] += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                ckpt.save(state)
-    finally:
-        bar.close()
-    save_torch(out / "model.pt", {"config": asdict(cfg), "model": model.state_dict()})
+    m = "inf" if cfg.n_tasks is None else cfg.n_tasks
+    train_loop(
+        step,
+        state,
+        steps=cfg.steps,
+        checkpoint=ckpt,
+        checkpoint_every=cfg.checkpoint_every,
+        progress=progress,
+        desc=f"icl M={m}",
+        after_step=after_step,
+    )
+    run.save_torch("model.pt", {"config": asdict(cfg), "model": model.state_dict()})
     log = {
         "command": "dlscience icl train",
         "settings": asdict(cfg),
@@ -261,26 +353,50 @@ def train(config: ICLConfig, out: str | Path, *, progress: bool = True) -> dict:
         "loss_curve": state["losses"],
         "evals": state["evals"],
     }
-    write_json(out / "log.json", log)
+    run.write_json("log.json", log)
+    run.finish(steps=state["step"])
     return log
 
 
 def load_transformer(path: str | Path) -> tuple[TransformerICL, ICLConfig]:
     """Load ``model.pt`` (or a run folder) written by :func:`train`: the model (evaluation mode) and config.
+    Models saved before ``--preset`` (settings key ``config``) load too.
+
+    Parameters
+    ----------
+    path : path
+        ``model.pt`` or the run folder holding it.
+
+    Returns
+    -------
+    TransformerICL
+        In evaluation mode.
+    ICLConfig
+        Its settings.
 
     Raises
     ------
     UserError
-        If there is no model at ``path``.
+        If there is no model at ``path``, or the file is damaged or not a model of ``dlscience icl train``
+        (one line naming the file).
     """
     path = Path(path)
     if path.is_dir():
         path = path / "model.pt"
     if not path.exists():
         raise UserError(f"no ICL model at {path}; train one with `dlscience icl train --out FOLDER`")
-    saved = load_torch(path)
-    cfg = ICLConfig(**saved["config"])
-    model = TransformerICL(cfg.n_dims, cfg.n_points, cfg.n_layer, cfg.n_embd, cfg.n_head)
-    model.load_state_dict(saved["model"])
+    fix = "train it again with `dlscience icl train`"
+    saved = load_torch(path, what="model of `dlscience icl train`", fix=fix)
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict) or "model" not in saved:
+        raise UserError(f"{path} is not a model of `dlscience icl train` (no settings and weights); {fix}")
+    try:
+        cfg = ICLConfig.from_dict(saved["config"])
+        model = TransformerICL(cfg.n_dims, cfg.n_points, cfg.n_layer, cfg.n_embd, cfg.n_head)
+        model.load_state_dict(saved["model"])
+    except (TypeError, ValueError, RuntimeError, KeyError, AttributeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(
+            f"{path} does not hold a model of `dlscience icl train` ({reason[:120]}); {fix}"
+        ) from None
     model.eval()
     return model, cfg

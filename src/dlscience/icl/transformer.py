@@ -22,7 +22,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dlscience.icl.estimators import ICLEstimator, check_sequences
+from dlscience.errors import InputValidationError
+from dlscience.icl.estimators import ICLEstimator
 
 __all__ = ["TransformerICL", "to_tokens"]
 
@@ -67,6 +68,11 @@ class TransformerICL(ICLEstimator, nn.Module):
     n_layer, n_embd, n_head : int
         Paper: base 8 / 128 / 2, small 4 / 64 / 2, large 12 / 256 / 4. n_embd must be divisible by n_head.
 
+    Raises
+    ------
+    InputValidationError
+        A size below 1, or n_embd not divisible by n_head.
+
     Notes
     -----
     ``forward(xs, ys)`` returns (B, K) predictions with gradients (training); :meth:`predict` is the
@@ -79,9 +85,20 @@ class TransformerICL(ICLEstimator, nn.Module):
         self, n_dims: int = 8, n_points: int = 16, n_layer: int = 4, n_embd: int = 64, n_head: int = 2
     ):
         nn.Module.__init__(self)
+        sizes = {
+            "n_dims": n_dims,
+            "n_points": n_points,
+            "n_layer": n_layer,
+            "n_embd": n_embd,
+            "n_head": n_head,
+        }
+        bad = [f"{k} = {v!r}" for k, v in sizes.items() if not isinstance(v, int) or v < 1]
+        if bad:
+            raise InputValidationError(f"TransformerICL: sizes must be integers >= 1, got {', '.join(bad)}")
         if n_embd % n_head:
-            raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
+            raise InputValidationError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
         self.n_dims, self.n_points = n_dims, n_points
+        self.max_points = n_points
         self.read_in = nn.Linear(n_dims + 1, n_embd, bias=False)
         self.wpe = nn.Embedding(2 * n_points, n_embd)
         self.blocks = nn.ModuleList(_Block(n_embd, n_head) for _ in range(n_layer))
@@ -98,11 +115,18 @@ class TransformerICL(ICLEstimator, nn.Module):
                 nn.init.normal_(p, std=0.02)
 
     def forward(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        """Predictions at the x-tokens: xs (B, K, D), ys (B, K) -> (B, K) float32, differentiable."""
-        check_sequences(xs, ys, self.n_dims)
+        """Predictions at the x-tokens: xs (B, K, D), ys (B, K) -> (B, K) float32, differentiable.
+
+        Raises
+        ------
+        InputValidationError
+            As :meth:`~dlscience.icl.estimators.ICLEstimator.predict` (K must be <= ``n_points``).
+        """
+        self._validate(xs, ys, "forward")
+        return self._forward(xs, ys)
+
+    def _forward(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         K = xs.shape[1]
-        if K > self.n_points:
-            raise ValueError(f"this model has positions for K <= {self.n_points}, got K = {K}")
         tokens = to_tokens(xs.float(), ys.float())
         h = self.read_in(tokens) + self.wpe(torch.arange(2 * K, device=tokens.device))
         for block in self.blocks:
@@ -110,11 +134,11 @@ class TransformerICL(ICLEstimator, nn.Module):
         return self.read_out(self.ln_f(h))[:, 0::2, 0]
 
     @torch.no_grad()
-    def predict(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    def _predict(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         """Evaluation-mode predictions without gradients, (B, K) float32."""
         was_training = self.training
         self.eval()
         try:
-            return self.forward(xs, ys)
+            return self._forward(xs, ys)
         finally:
             self.train(was_training)

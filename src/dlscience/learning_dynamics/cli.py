@@ -42,28 +42,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``dynamics`` subcommand group to the top-level parser."""
     from dlscience.learning_dynamics.lazy_rich_jobs import FIG2_DELTAS, PHASE_PRESETS
 
-    top = sub.add_parser(
+    groups = opt.add_study(
+        sub,
         "dynamics",
         help="theory of learning dynamics: exact lazy/rich solutions (Kunin et al. 2024)",
         description="Exactly solvable learning dynamics: lazy and rich learning from unbalanced initialisations "
         "(Kunin, Raventos, Domine, Chen, Klindt, Saxe & Ganguli, NeurIPS 2024, arXiv 2406.06158).",
+        dest="study_command",
     )
-    groups = top.add_subparsers(dest="study_command", metavar="STUDY", required=True)
-    lr = groups.add_parser(
+    cmds = groups.add_parser(
         "lazy-rich",
         help="exact lazy/rich solutions and unbalanced initialisation (Get rich quick)",
-        description="The single-neuron closed forms and the two-layer ReLU (tau, delta) phase diagram.",
-    )
-    cmds = lr.add_subparsers(dest="command", metavar="COMMAND", required=True)
+        description="The single-neuron closed forms, the two-layer ReLU (tau, delta) phase diagram and "
+        "grokking against the first layer's initialisation scale.",
+    ).add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = cmds.add_parser(
+    p = opt.add_command(
+        cmds,
         "single-neuron",
         help="Figs. 2-4: closed-form trajectories, kernel distance, low-rank implicit bias",
         description="The single neuron f(x) = a w^T x on whitened data (beta* = (0, 1), beta_0 = (-1, 0)) for "
         "each conserved delta: the closed-form trajectory (checked against the integrated ODE), |beta|, "
         "alignment and kernel distance over time, and the low-rank limit (Fig. 4b). Writes "
         "OUT/single_neuron.json and single_neuron.png (seconds).",
-        formatter_class=opt.HelpFormatter,
+        func=_run_single_neuron,
     )
     opt.allow_negative_values(p)
     p.add_argument(
@@ -76,16 +78,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-times", type=opt.positive_int, default=401, help="samples per trajectory")
     opt.add_out(p, "out/lazy-rich-single-neuron")
     opt.add_overwrite(p)
-    p.set_defaults(func=_run_single_neuron)
 
-    p = cmds.add_parser(
+    p = opt.add_command(
+        cmds,
         "phase-diagram",
         help="reduced Fig. 1(b): two-layer ReLU students over (tau, delta)",
         description="Train symmetrised two-layer ReLU students on a ReLU teacher over a grid of overall scale "
         "tau and relative scale delta (all runs batched, float64, full-batch GD with step base_lr / tau^2) and "
         "map test loss, kernel distance, activation Hamming distance and parameter distance at log-spaced "
         "checkpoints. Writes OUT/phase_diagram.json and phase_diagram.png; resumable.",
-        formatter_class=opt.HelpFormatter,
+        func=_run_phase_diagram,
     )
     opt.add_preset(
         p,
@@ -104,7 +106,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=opt.positive_int, default=None, help="gradient-descent steps")
     p.add_argument("--base-lr", type=opt.positive_float, default=None, help="step = base_lr / tau^2")
     opt.add_run_options(p, out="out/lazy-rich-phase-diagram", seed_help="seed of teachers, data and students")
-    p.set_defaults(func=_run_phase_diagram)
 
 
 def _run_single_neuron(args: argparse.Namespace) -> None:

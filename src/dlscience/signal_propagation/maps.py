@@ -41,10 +41,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+import torch
 from scipy import integrate, optimize, special
 
 from dlscience.errors import InputValidationError
 from dlscience.signal_propagation.model import SignalPropParams
+from dlscience.signal_propagation.nonlinearities import phi, phi_prime
 
 __all__ = [
     "attention_overlaps",
@@ -61,6 +63,26 @@ __all__ = [
 ]
 
 _SQRT2PI = math.sqrt(2 * math.pi)
+
+
+def _array(x, name: str, func: str) -> np.ndarray:
+    """``x`` as a float64 array; torch tensors are refused (the maps are numpy functions)."""
+    if isinstance(x, torch.Tensor):
+        raise InputValidationError(
+            f"{func}: {name} must be a float or a numpy array, got a torch.Tensor; convert with "
+            f"{name}.detach().cpu().numpy()"
+        )
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputValidationError(
+            f"{func}: {name} must be a float or a numpy array of floats, got {type(x).__name__}"
+        ) from None
+
+
+def _check_params(params, func: str) -> None:
+    if not isinstance(params, SignalPropParams):
+        raise InputValidationError(f"{func}: params must be a SignalPropParams, got {type(params).__name__}")
 
 
 # ------------------------------------------------------------------------------------------ attention
@@ -95,7 +117,7 @@ def attention_overlaps(
     S2, S11 : ndarray shaped like rho, float64
         Both equal 1/n at rho = 1 (uniform attention).
     """
-    rho_arr = np.atleast_1d(np.asarray(rho, dtype=np.float64))
+    rho_arr = np.atleast_1d(_array(rho, "rho", "attention_overlaps"))
     if n < 2:
         raise InputValidationError(f"attention needs n >= 2 tokens, got {n}")
     if method == "asymptotic":
@@ -124,18 +146,6 @@ def attention_overlaps(
 # ------------------------------------------------------------------------------------------ MLP kernels
 
 
-def _phi(name: str):
-    if name == "tanh":
-        return np.tanh, lambda x: 1 / np.cosh(x) ** 2
-    if name == "relu":
-        return (lambda x: np.maximum(x, 0.0)), (lambda x: (x > 0).astype(np.float64))
-    if name == "gelu":
-        cdf = lambda x: 0.5 * (1 + special.erf(x / math.sqrt(2)))  # noqa: E731
-        pdf = lambda x: np.exp(-0.5 * x**2) / _SQRT2PI  # noqa: E731
-        return (lambda x: x * cdf(x)), (lambda x: cdf(x) + x * pdf(x))
-    raise InputValidationError(f"nonlinearity must be tanh, relu or gelu, got {name!r}")
-
-
 def _gauss_1d(f) -> float:
     """E f(z), z ~ N(0, 1), by adaptive quadrature (accurate for the sharp sech^4 of large sigma_w)."""
     val, _ = integrate.quad(
@@ -147,15 +157,15 @@ def _gauss_1d(f) -> float:
 @lru_cache(maxsize=256)
 def _kernel_table(sigma_w: float, nonlinearity: str, n_grid: int = 600):
     """K(rho) on a grid of rho in [-1, 1] by 2-D Gauss-Legendre quadrature over z in [-9, 9]^2."""
-    phi, _ = _phi(nonlinearity)
+    f = phi(nonlinearity)
     nodes, weights = np.polynomial.legendre.leggauss(n_grid)
     z, w = 9.0 * nodes, 9.0 * weights * np.exp(-0.5 * (9.0 * nodes) ** 2) / _SQRT2PI
     rhos = np.cos(np.linspace(np.pi, 0, 257))  # dense near rho = +-1
-    fu = phi(sigma_w * z)
+    fu = f(sigma_w * z)
     table = np.empty_like(rhos)
     for i, r in enumerate(rhos):
         v = sigma_w * (r * z[:, None] + math.sqrt(max(0.0, 1 - r * r)) * z[None, :])
-        table[i] = (w * fu) @ (phi(v) @ w)
+        table[i] = (w * fu) @ (f(v) @ w)
     table[-1] = mlp_kernel_at_one(sigma_w, nonlinearity)
     return rhos, table
 
@@ -165,8 +175,8 @@ def mlp_kernel_at_one(sigma_w: float, nonlinearity: str = "tanh") -> float:
     """K(1) = E[phi(sigma_w z)^2]."""
     if nonlinearity == "relu":
         return sigma_w**2 / 2
-    phi, _ = _phi(nonlinearity)
-    return _gauss_1d(lambda z: float(phi(np.float64(sigma_w * z))) ** 2)
+    f = phi(nonlinearity)
+    return _gauss_1d(lambda z: float(f(np.float64(sigma_w * z))) ** 2)
 
 
 def mlp_kernel(rho, sigma_w: float, nonlinearity: str = "tanh") -> np.ndarray:
@@ -175,7 +185,7 @@ def mlp_kernel(rho, sigma_w: float, nonlinearity: str = "tanh") -> np.ndarray:
     ReLU in closed form (the arc-cosine kernel); tanh and GELU by quadrature on a rho grid, then cubic
     interpolation (error below 1e-6 in the tests).
     """
-    rho = np.clip(np.asarray(rho, dtype=np.float64), -1.0, 1.0)
+    rho = np.clip(_array(rho, "rho", "mlp_kernel"), -1.0, 1.0)
     if nonlinearity == "relu":
         t = np.arccos(rho)
         return sigma_w**2 / (2 * np.pi) * (np.sin(t) + (np.pi - t) * np.cos(t))
@@ -190,7 +200,7 @@ def mlp_chi(sigma_w: float, nonlinearity: str = "tanh") -> float:
     """chi = sigma_w^2 E[phi'(sigma_w z)^2] = K'(1): the MLP's gain on small token differences."""
     if nonlinearity == "relu":
         return sigma_w**2 / 2
-    _, dphi = _phi(nonlinearity)
+    dphi = phi_prime(nonlinearity)
     return sigma_w**2 * _gauss_1d(lambda z: float(dphi(np.float64(sigma_w * z))) ** 2)
 
 
@@ -215,7 +225,8 @@ def block_map(q, p, params: SignalPropParams, n: int, **attention_kw):
     (q1, p1, q2, p2) : arrays
         After the attention sublayer and after the whole block.
     """
-    q, p = np.asarray(q, dtype=np.float64), np.asarray(p, dtype=np.float64)
+    _check_params(params, "block_map")
+    q, p = _array(q, "q", "block_map"), _array(p, "p", "block_map")
     rho = p / q
     s2, s11 = attention_overlaps(rho, params.sigma_A, n, **attention_kw)
     aA = params.alpha_A**2 * params.sigma_V**2
@@ -236,7 +247,15 @@ class MapTrajectory:
 
 
 def iterate_maps(q0: float, rho0: float, params: SignalPropParams, n_layers: int, n: int, **attention_kw):
-    """Iterate :func:`block_map` from (q0, rho0) for ``n_layers`` blocks; returns a :class:`MapTrajectory`."""
+    """Iterate :func:`block_map` from (q0, rho0) for ``n_layers`` blocks; returns a :class:`MapTrajectory`.
+
+    Raises
+    ------
+    InputValidationError
+        If ``params`` is not a :class:`SignalPropParams` or q0 / rho0 is a torch tensor.
+    """
+    _check_params(params, "iterate_maps")
+    q0, rho0 = float(_array(q0, "q0", "iterate_maps")), float(_array(rho0, "rho0", "iterate_maps"))
     q, p = [float(q0)], [float(q0 * rho0)]
     for _ in range(n_layers):
         _, _, q2, p2 = block_map(q[-1], p[-1], params, n, **attention_kw)
@@ -257,6 +276,7 @@ def collapsed_fixed_point(params: SignalPropParams) -> tuple[float, float]:
     InputValidationError
         With identity residuals (the norm grows without bound, no fixed point) or alpha_A = alpha_M = 0.
     """
+    _check_params(params, "collapsed_fixed_point")
     if params.residual != "complementary":
         raise InputValidationError(
             "identity residuals have no norm fixed point; use layer_factors along a map trajectory instead"

@@ -24,13 +24,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from dlscience.errors import InputValidationError
+from dlscience.signal_propagation.nonlinearities import NONLINEARITIES, phi
 
 __all__ = ["SignalPropParams", "RandomTransformer", "rms_layer_norm", "NONLINEARITIES"]
-
-NONLINEARITIES = ("tanh", "relu", "gelu")
 
 
 @dataclass(frozen=True)
@@ -95,19 +93,43 @@ class SignalPropParams:
         return math.sqrt(1 - self.alpha_M**2) if self.residual == "complementary" else 1.0
 
 
+def _check_tokens(x, func: str) -> None:
+    """Refuse anything but a floating-point torch tensor of tokens (..., n, d)."""
+    if not isinstance(x, torch.Tensor):
+        raise InputValidationError(
+            f"{func}: x must be a torch.Tensor of tokens (..., n, d), got {type(x).__name__}; convert with "
+            "torch.as_tensor(x)"
+        )
+    if not x.dtype.is_floating_point or x.dim() < 1:
+        raise InputValidationError(
+            f"{func}: x must be a floating-point tensor (..., n, d), got {x.dtype} of shape {tuple(x.shape)}"
+        )
+
+
 def rms_layer_norm(x: torch.Tensor) -> torch.Tensor:
-    """LN(x) = sqrt(d) x / |x| over the last axis (no gain, no bias): every token gets squared norm d."""
+    """LN(x) = sqrt(d) x / |x| over the last axis (no gain, no bias): every token gets squared norm d.
+
+    Parameters
+    ----------
+    x : torch.Tensor, (..., d), floating point
+
+    Returns
+    -------
+    torch.Tensor, same shape and dtype
+
+    Raises
+    ------
+    InputValidationError
+        If ``x`` is not a floating-point torch tensor (numpy arrays are refused).
+    """
+    _check_tokens(x, "rms_layer_norm")
     return x * (x.shape[-1] ** 0.5) / x.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-
-
-def _phi(name: str):
-    return {"tanh": torch.tanh, "relu": F.relu, "gelu": F.gelu}[name]
 
 
 class _Block(nn.Module):
     def __init__(self, d: int, d_mlp: int, p: SignalPropParams, causal: bool):
         super().__init__()
-        self.p, self.causal, self.phi = p, causal, _phi(p.nonlinearity)
+        self.p, self.causal, self.phi = p, causal, phi(p.nonlinearity)
         self.W_Q = nn.Parameter(torch.randn(d, d) * math.sqrt(p.sigma_A / d))
         self.W_K = nn.Parameter(torch.randn(d, d) * math.sqrt(p.sigma_A / d))
         self.W_V = nn.Parameter(torch.randn(d, d) * (p.sigma_V / math.sqrt(d)))
@@ -162,7 +184,9 @@ class RandomTransformer(nn.Module):
         super().__init__()
         if d < 1 or n_layers < 0:
             raise InputValidationError(f"need d >= 1 and n_layers >= 0, got {d}, {n_layers}")
-        self.params = params
+        if not isinstance(params, SignalPropParams):
+            raise InputValidationError(f"params must be a SignalPropParams, got {type(params).__name__}")
+        self.params, self.d = params, d
         ctx = torch.random.fork_rng() if seed is not None else contextlib.nullcontext()
         with ctx:
             if seed is not None:
@@ -170,7 +194,18 @@ class RandomTransformer(nn.Module):
             self.blocks = nn.ModuleList(_Block(d, d_mlp or d, params, causal) for _ in range(n_layers))
 
     def forward(self, x: torch.Tensor, return_all: bool = False):
-        """Apply every block: x (..., n, d) -> (..., n, d), or the list of all L + 1 states."""
+        """Apply every block: x (..., n, d) -> (..., n, d), or the list of all L + 1 states.
+
+        Raises
+        ------
+        InputValidationError
+            If ``x`` is not a floating-point torch tensor whose last axis is the width d.
+        """
+        _check_tokens(x, "RandomTransformer")
+        if x.dim() < 2 or x.shape[-1] != self.d:
+            raise InputValidationError(
+                f"RandomTransformer: x must have shape (..., n, {self.d}), got {tuple(x.shape)}"
+            )
         states = [x]
         for block in self.blocks:
             x = block(x)

@@ -54,9 +54,10 @@ def phase_diagram(
     Parameters
     ----------
     alphas : sequence of float
-        alpha_A = alpha_M values (in (0, 1) for complementary residuals).
+        alpha_A = alpha_M values (in (0, 1) for complementary residuals); sorted ascending, no repeats.
     sigma_ws : sequence of float
-        sigma_w values (> 0).
+        sigma_w values (> 0); sorted ascending, no repeats. One value on either axis is allowed (the diagram
+        is then a line).
     geometry_layers : int
         If > 0, also iterate the maps from (q = 1, rho0) for this many blocks and return the final cosine.
 
@@ -67,10 +68,18 @@ def phase_diagram(
         NaN in the chaotic phase, where the collapsed state it linearises around is unstable),
         ``edge_of_chaos`` (per alpha, the sigma_w where lambda_a changes sign, by linear interpolation on the
         grid; None when it does not) and optionally ``rho_L``.
+
+    Raises
+    ------
+    InputValidationError
+        An empty axis, a repeated value, or a value out of range (from :class:`SignalPropParams`).
     """
-    alphas, sigma_ws = [float(a) for a in alphas], [float(s) for s in sigma_ws]
+    alphas, sigma_ws = sorted(float(a) for a in alphas), sorted(float(s) for s in sigma_ws)
     if not alphas or not sigma_ws:
         raise InputValidationError("the phase diagram needs at least one alpha and one sigma_w")
+    for name, axis in (("alphas", alphas), ("sigma_ws", sigma_ws)):
+        if len(set(axis)) != len(axis):
+            raise InputValidationError(f"{name} repeats a value: {axis}")
     la = np.full((len(sigma_ws), len(alphas)), np.nan)
     lg = np.full_like(la, np.nan)
     rho_L = np.full_like(la, np.nan) if geometry_layers else None
@@ -120,29 +129,63 @@ def phase_figure(diagram: dict):
     if "rho_L" in diagram:
         panels.append(("rho_L", f"cosine after {diagram['geometry']['layers']} blocks (maps)"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8))
+    la = np.array(diagram["lambda_a"], dtype=float)
     for ax, (key, title) in zip(np.atleast_1d(axes), panels, strict=True):
         z = np.array(diagram[key], dtype=float)
-        if key == "rho_L":
-            im = ax.pcolormesh(a, s, z, shading="auto", cmap="viridis", vmin=0, vmax=1)
-        else:
-            lim = np.nanmax(np.abs(np.clip(z, -2, 2)))
-            im = ax.pcolormesh(
-                a, s, np.clip(z, -lim, lim), shading="auto", cmap="RdBu_r", vmin=-lim, vmax=lim
-            )
-            ax.contour(a, s, z, levels=[0.0], colors="k", linewidths=1)
-        la = np.array(diagram["lambda_a"], dtype=float)
-        ax.contour(a, s, la, levels=[0.0], colors="k", linewidths=1, linestyles="--")
-        fig.colorbar(im, ax=ax, fraction=0.046)
-        ax.set_xlabel("alpha = alpha_A = alpha_M")
-        ax.set_ylabel("sigma_w")
+        if len(a) >= 2 and len(s) >= 2:
+            _heat_map(fig, ax, a, s, z, la, key)
+        else:  # one value on an axis: the diagram is a line (or a point) along the other
+            _line_panel(ax, a, s, z, key)
         ax.set_title(title, fontsize=9)
+    grid = len(a) >= 2 and len(s) >= 2
     fig.suptitle(
-        f"{diagram['nonlinearity']}, sigma_A = {diagram['sigma_A']}; dashed: edge of chaos (lambda_a = 0), "
-        "solid: zero line of the panel",
+        f"{diagram['nonlinearity']}, sigma_A = {diagram['sigma_A']}; "
+        + (
+            "dashed: edge of chaos (lambda_a = 0), solid: zero line of the panel"
+            if grid
+            else "dashed: zero; n/a: lambda_g is undefined in the chaotic phase"
+        ),
         fontsize=8,
     )
     fig.tight_layout()
     return fig
+
+
+def _heat_map(fig, ax, a, s, z, la, key) -> None:
+    """One panel over the (alpha, sigma_w) grid (both axes with >= 2 values), with the zero lines."""
+    if key == "rho_L":
+        im = ax.pcolormesh(a, s, z, shading="auto", cmap="viridis", vmin=0, vmax=1)
+    else:
+        lim = np.nanmax(np.abs(np.clip(z, -2, 2))) if np.isfinite(z).any() else 1.0
+        lim = lim if lim > 0 else 1.0
+        im = ax.pcolormesh(a, s, np.clip(z, -lim, lim), shading="auto", cmap="RdBu_r", vmin=-lim, vmax=lim)
+        if np.isfinite(z).sum() >= 4:
+            ax.contour(a, s, z, levels=[0.0], colors="k", linewidths=1)
+    if np.nanmin(la) < 0 < np.nanmax(la):
+        ax.contour(a, s, la, levels=[0.0], colors="k", linewidths=1, linestyles="--")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_xlabel("alpha = alpha_A = alpha_M")
+    ax.set_ylabel("sigma_w")
+
+
+def _line_panel(ax, a, s, z, key) -> None:
+    """One panel when an axis has a single value: the quantity along the other axis (markers, zero line)."""
+    if len(s) >= len(a):  # one alpha: along sigma_w
+        x, y, label, fixed = s, z[:, 0], "sigma_w", f"alpha = {a[0]:g}"
+    else:  # one sigma_w: along alpha
+        x, y, label, fixed = a, z[0, :], "alpha = alpha_A = alpha_M", f"sigma_w = {s[0]:g}"
+    ax.plot(x, y, "o-", ms=4, label=fixed)
+    for xi, yi in zip(x, y, strict=True):
+        ax.annotate("n/a" if not np.isfinite(yi) else f"{yi:+.3f}", (xi, yi if np.isfinite(yi) else 0.0),
+                    textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)  # fmt: skip
+    if key != "rho_L":
+        ax.axhline(0.0, color="k", lw=0.8, ls="--")
+    pad = 0.05 * (x.max() - x.min()) if len(x) > 1 else 0.5
+    ax.set_xlim(x.min() - pad, x.max() + pad)
+    ax.margins(y=0.15)
+    ax.set_xlabel(label)
+    ax.set_ylabel(key)
+    ax.legend(fontsize=8)
 
 
 def theory_vs_simulation(

@@ -30,6 +30,7 @@ __all__ = [
     "angle_exponent_mc",
     "gradient_exponent_mc",
     "MCEstimate",
+    "format_estimate",
 ]
 
 
@@ -42,14 +43,47 @@ class MCEstimate:
     n: int
 
     def to_json(self) -> dict:
-        """JSON-ready content."""
-        return {"mean": self.mean, "sem": self.sem, "n": self.n}
+        """JSON-ready content (``sem`` is None, JSON null, for a single draw)."""
+        return {"mean": self.mean, "sem": self.sem if self.n > 1 else None, "n": self.n}
+
+    def format(self, spec: str = ".3f") -> str:
+        """``"mean +- sem"``, with ``n/a`` for the spread of a single draw (there is none)."""
+        return format_estimate(self.mean, self.sem if self.n > 1 else None, spec)
+
+
+def format_estimate(mean: float, sem: float | None, spec: str = ".3f") -> str:
+    """``"mean +- sem"`` for a table; a missing or undefined spread (one network: None or NaN) prints ``n/a``.
+
+    Parameters
+    ----------
+    mean : float
+    sem : float or None
+    spec : str
+        Format spec of the mean (e.g. ``"+.3f"``); the spread is printed with the same precision, unsigned.
+    """
+    spread = "n/a" if sem is None or not math.isfinite(sem) else format(sem, spec.replace("+", ""))
+    return f"{format(mean, spec)} +- {spread}"
 
 
 def _estimate(values) -> MCEstimate:
     v = np.asarray(values, dtype=np.float64)
     sem = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
     return MCEstimate(float(v.mean()), sem, len(v))
+
+
+def _check_draws(params, n_networks: int, func: str) -> None:
+    if not isinstance(params, SignalPropParams):
+        raise InputValidationError(f"{func}: params must be a SignalPropParams, got {type(params).__name__}")
+    if isinstance(n_networks, bool) or not isinstance(n_networks, int | np.integer) or n_networks < 1:
+        raise InputValidationError(f"{func}: n_networks must be an integer >= 1, got {n_networks!r}")
+
+
+def _network(params, k: int, *, seed: int, n: int, d: int, q: float, rho: float, n_layers: int):
+    """Draw k of a Monte Carlo estimate: simplex tokens (n, d) float64, a float64 network of ``n_layers``
+    blocks, and the generator that drew the tokens (seeded ``seed * 1000 + k``)."""
+    g = torch.Generator().manual_seed(seed * 1000 + k)
+    x = simplex_tokens(n, d, q, rho, g)
+    return x, RandomTransformer(d, n_layers, params, seed=seed * 1000 + k).double(), g
 
 
 def simplex_tokens(n: int, d: int, q: float, rho: float, generator: torch.Generator) -> torch.Tensor:
@@ -61,6 +95,10 @@ def simplex_tokens(n: int, d: int, q: float, rho: float, generator: torch.Genera
     InputValidationError
         If rho is outside [0, 1], q <= 0, or d < n + 1.
     """
+    if not isinstance(generator, torch.Generator):
+        raise InputValidationError(
+            f"simplex_tokens: generator must be a torch.Generator, got {type(generator).__name__}"
+        )
     if not 0 <= rho <= 1 or q <= 0 or d < n + 1:
         raise InputValidationError(
             f"need 0 <= rho <= 1, q > 0 and d >= n + 1, got rho={rho}, q={q}, d={d}, n={n}"
@@ -71,7 +109,20 @@ def simplex_tokens(n: int, d: int, q: float, rho: float, generator: torch.Genera
 
 
 def gram_stats(x: torch.Tensor) -> tuple[float, float]:
-    """(q, rho) of tokens x (n, d): mean squared norm / d and mean pairwise cosine."""
+    """(q, rho) of tokens x (n, d): mean squared norm / d and mean pairwise cosine.
+
+    Raises
+    ------
+    InputValidationError
+        If ``x`` is not a torch tensor of shape (n, d) with n >= 2 (numpy arrays are refused).
+    """
+    if not isinstance(x, torch.Tensor):
+        raise InputValidationError(
+            f"gram_stats: x must be a torch.Tensor (n, d), got {type(x).__name__}; convert with "
+            "torch.as_tensor(x)"
+        )
+    if x.dim() != 2 or x.shape[0] < 2:
+        raise InputValidationError(f"gram_stats: x must have shape (n, d) with n >= 2, got {tuple(x.shape)}")
     n, d = x.shape
     g = (x @ x.T).double()
     q = float(g.diagonal().mean() / d)
@@ -98,12 +149,16 @@ def simulate_geometry(
     -------
     dict
         ``q``, ``rho``: lists of :class:`MCEstimate` (L + 1 entries, index 0 = input); settings.
+
+    Raises
+    ------
+    InputValidationError
+        If ``n_networks`` < 1, or the simplex is impossible (see :func:`simplex_tokens`).
     """
+    _check_draws(params, n_networks, "simulate_geometry")
     qs, rhos = [], []
     for k in range(n_networks):
-        g = torch.Generator().manual_seed(seed * 1000 + k)
-        x = simplex_tokens(n, d, q0, rho0, g)
-        net = RandomTransformer(d, n_layers, params, seed=seed * 1000 + k).double()
+        x, net, _ = _network(params, k, seed=seed, n=n, d=d, q=q0, rho=rho0, n_layers=n_layers)
         with torch.no_grad():
             states = net(x, return_all=True)
         stats = [gram_stats(s) for s in states]
@@ -127,13 +182,18 @@ def angle_exponent_mc(
     seed: int = 0,
 ) -> MCEstimate:
     """lambda_a from one block: log[(1 - rho') / (1 - rho)] for a simplex at cosine ``rho`` and the collapsed
-    norm q* (q = 1 for identity residuals), averaged over ``n_networks`` random blocks."""
+    norm q* (q = 1 for identity residuals), averaged over ``n_networks`` random blocks.
+
+    Raises
+    ------
+    InputValidationError
+        If ``n_networks`` < 1.
+    """
+    _check_draws(params, n_networks, "angle_exponent_mc")
     q = collapsed_fixed_point(params)[0] if params.residual == "complementary" else 1.0
     vals = []
     for k in range(n_networks):
-        g = torch.Generator().manual_seed(seed * 1000 + k)
-        x = simplex_tokens(n, d, q, rho, g)
-        block = RandomTransformer(d, 1, params, seed=seed * 1000 + k).double()
+        x, block, _ = _network(params, k, seed=seed, n=n, d=d, q=q, rho=rho, n_layers=1)
         with torch.no_grad():
             _, rho1 = gram_stats(block(x))
         _, rho0 = gram_stats(x)
@@ -156,13 +216,18 @@ def gradient_exponent_mc(
     with |J|_F^2 estimated by Gaussian probes R as E_R |grad_X0 <X_L, R>|^2.
 
     Compare with :func:`~dlscience.signal_propagation.maps.jacobian_growth` (same L and n).
+
+    Raises
+    ------
+    InputValidationError
+        If ``n_networks`` < 1.
     """
+    _check_draws(params, n_networks, "gradient_exponent_mc")
     q = collapsed_fixed_point(params)[0] if params.residual == "complementary" else 1.0
     vals = []
     for k in range(n_networks):
-        g = torch.Generator().manual_seed(seed * 1000 + k)
-        x0 = simplex_tokens(n, d, q, rho0, g).requires_grad_(True)
-        net = RandomTransformer(d, n_layers, params, seed=seed * 1000 + k).double()
+        x0, net, g = _network(params, k, seed=seed, n=n, d=d, q=q, rho=rho0, n_layers=n_layers)
+        x0.requires_grad_(True)
         out = net(x0)
         sq = 0.0
         for _ in range(n_probes):
