@@ -105,3 +105,21 @@ def test_bad_values_and_other_settings(tmp_path):
     (tmp_path / "x.pt").write_bytes(b"\x00" * 10)
     with pytest.raises(UserError, match=r"x.pt is damaged or not a training checkpoint"):
         _setup(tmp_path / "x.pt")
+
+
+def test_early_stop_saves_and_a_resumed_stopped_run_returns_at_once(tmp_path):
+    model, ckpt, state, step = _setup(tmp_path / "s.pt")
+    train_loop(step, state, steps=50, checkpoint=ckpt, progress=False, stop_when=lambda s: s["step"] >= 12)
+    assert state["step"] == 12
+    assert torch.load(tmp_path / "s.pt", weights_only=True)["state"]["step"] == 12
+    model2, ckpt2, state2, step2 = _setup(tmp_path / "s.pt")
+    calls = []
+    train_loop(
+        lambda: calls.append(1) or 0.0,
+        state2,
+        steps=50,
+        checkpoint=ckpt2,
+        progress=False,
+        stop_when=lambda s: s["step"] >= 12,
+    )
+    assert not calls and state2["step"] == 12

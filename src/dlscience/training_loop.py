@@ -64,6 +64,7 @@ def train_loop(
     desc: str = "train",
     log_every: int = 50,
     after_step: Callable[[dict], dict | None] | None = None,
+    stop_when: Callable[[dict], bool] | None = None,
 ) -> dict:
     """Run ``step`` until ``state["step"] == steps``, checkpointing and reporting as it goes.
 
@@ -90,6 +91,9 @@ def train_loop(
     after_step : callable (state) -> dict or None, optional
         Called after every step (with ``state["step"]`` already advanced), e.g. to evaluate; a returned dict
         is shown in the progress bar.
+    stop_when : callable (state) -> bool, optional
+        Early stop: checked before the first step and after every step (after ``after_step``); when true the
+        state is checkpointed and returned (a resumed run that had stopped returns at once).
 
     Returns
     -------
@@ -128,7 +132,7 @@ def train_loop(
 
     try:
         with _StopRequest() as stop:
-            while state["step"] < steps:
+            while state["step"] < steps and not (stop_when is not None and stop_when(state)):
                 loss = float(step())
                 state["step"] += 1
                 if record_loss(state, loss, every=log_every, final=state["step"] == steps):
@@ -140,7 +144,11 @@ def train_loop(
                 if postfix:
                     bar.set_postfix(postfix, refresh=False)
                 bar.update(1)
-                if state["step"] % checkpoint_every == 0 or state["step"] == steps:
+                if (
+                    state["step"] % checkpoint_every == 0
+                    or state["step"] == steps
+                    or (stop_when is not None and stop_when(state))
+                ):
                     save()
                 if stop.requested:
                     save()
