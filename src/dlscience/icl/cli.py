@@ -16,6 +16,7 @@ from dlscience.cli_options import (
     add_preset,
     add_run_options,
     add_seed,
+    add_study,
     nonnegative_int,
     positive_float,
     positive_int,
@@ -120,8 +121,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from dlscience.icl.tasks import MAX_TASKS
 
     summary = "in-context linear regression and task diversity (Raventos et al. 2023)"
-    icl = sub.add_parser("icl", help=summary, description=DESCRIPTION)
-    cmds = icl.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    cmds = add_study(sub, "icl", help=summary, description=DESCRIPTION)
     _training_command(
         cmds,
         "train",

@@ -10,8 +10,9 @@ import argparse
 from collections.abc import Callable
 
 from dlscience.cli_options import (
-    HelpFormatter,
+    add_command,
     add_run_options,
+    add_study,
     nonnegative_float,
     nonnegative_int,
     positive_float,
@@ -20,6 +21,14 @@ from dlscience.cli_options import (
 from dlscience.signal_propagation.nonlinearities import NONLINEARITIES
 
 __all__ = ["register"]
+
+
+SUMMARY = "signal propagation in deep random transformers (Cowsik et al. 2024)"
+DESCRIPTION = (
+    "Token geometry through deep random transformers: (q, rho) maps, order-chaos phase "
+    "diagram, angle and gradient exponents, and whether they predict trainability (Cowsik, Nebabu, Qi & "
+    "Ganguli, arXiv 2403.02579)."
+)
 
 
 def _grid(lo: float, hi: float | None, what: str) -> Callable[[str], list[float]]:
@@ -112,10 +121,6 @@ def _grid_options(p: argparse.ArgumentParser, alphas: str, sigma_ws: str, form: 
         )
 
 
-def _command(cmds, name: str, help: str, description: str) -> argparse.ArgumentParser:
-    return cmds.add_parser(name, help=help, description=description, formatter_class=HelpFormatter)
-
-
 def _params(args):
     from dlscience.signal_propagation.model import SignalPropParams
 
@@ -125,16 +130,9 @@ def _params(args):
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``sigprop`` subcommand group to the top-level parser."""
-    top = sub.add_parser(
-        "sigprop",
-        help="signal propagation in deep random transformers (Cowsik et al. 2024)",
-        description="Token geometry through deep random transformers: (q, rho) maps, order-chaos phase "
-        "diagram, angle and gradient exponents, and whether they predict trainability (Cowsik, Nebabu, Qi & "
-        "Ganguli, arXiv 2403.02579).",
-    )
-    cmds = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    cmds = add_study(sub, "sigprop", help=SUMMARY, description=DESCRIPTION)
 
-    p = _command(
+    p = add_command(
         cmds,
         "maps",
         "iterate the (q, rho) maps; optionally against a simulated network",
@@ -153,7 +151,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_run_options(p, out="out/sigprop-maps", seed_help="seed of the simulated networks", progress=False)
     p.set_defaults(func=_run_maps)
 
-    p = _command(
+    p = add_command(
         cmds,
         "phase-diagram",
         "lambda_a and lambda_g over (alpha, sigma_w)",
@@ -173,7 +171,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_run_options(p, out="out/sigprop-phase", seed=False, progress=False)
     p.set_defaults(func=_run_phase)
 
-    p = _command(
+    p = add_command(
         cmds,
         "simulate",
         "theory vs Monte Carlo over settings in both phases",
@@ -199,7 +197,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_run_options(p, out="out/sigprop-simulate")
     p.set_defaults(func=_run_simulate)
 
-    p = _command(
+    p = add_command(
         cmds,
         "trainability",
         "train from a grid of initialisations; loss vs the exponents",
