@@ -161,31 +161,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     _text_options(p)
     p.set_defaults(func=_run_embed)
 
-    p = add_command(
-        cmds,
-        "cluster",
-        help="spherical k-means of the embeddings",
-        description="Cluster L2-normalised embeddings with faiss spherical k-means (trained on a seeded sample "
-        "when N is large) and assign every row; writes OUT/centroids.npy and assignment.parquet.",
-    )
-    _embedding_options(p)
-    _cluster_options(p)
-    p.set_defaults(func=_run_dedup, stage="cluster")
-
-    p = add_command(
-        cmds,
-        "dedup",
-        help="within-cluster de-duplication (clusters first if needed)",
-        description="Rank each cluster's members, compute every member's maximum cosine similarity to an "
-        "earlier-ranked member (batched Gram blocks, clusters in parallel with Dask), and write "
-        "OUT/semdedup.parquet (id, cluster, rank, sim_to_centroid, max_sim, max_id, keep_<eps>...), "
-        "summary.json/.png and examples.json. Clusters first if OUT has no clustering. A killed run resumes "
-        "from its finished clusters when the command is repeated.",
-    )
-    _embedding_options(p)
-    _cluster_options(p)
-    _dedup_options(p)
-    p.set_defaults(func=_run_dedup, stage="all")
+    stages = {
+        "cluster": (
+            "spherical k-means of the embeddings",
+            "Cluster L2-normalised embeddings with faiss spherical k-means (trained on a seeded sample when N is "
+            "large) and assign every row; writes OUT/centroids.npy and assignment.parquet.",
+        ),
+        "dedup": (
+            "within-cluster de-duplication (clusters first if needed)",
+            "Rank each cluster's members, compute every member's maximum cosine similarity to an earlier-ranked "
+            "member (batched Gram blocks, clusters in parallel with Dask), and write OUT/semdedup.parquet (id, "
+            "cluster, rank, sim_to_centroid, max_sim, max_id, keep_<eps>...), summary.json/.png and "
+            "examples.json. Clusters first if OUT has no clustering. A killed run resumes from its finished "
+            "clusters when the command is repeated.",
+        ),
+    }
+    for name, (summary, description) in stages.items():
+        p = add_command(cmds, name, summary, description)
+        _embedding_options(p)
+        _cluster_options(p)
+        if name == "dedup":
+            _dedup_options(p)
+        p.set_defaults(func=_run_dedup, stage="cluster" if name == "cluster" else "all")
 
     p = add_command(
         cmds,
