@@ -93,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p,
         PHASE_PRESETS,
         "cpu",
-        "cpu: 7 x 7 grid, 2 seeds, d = 20, n = 200, 20,000 steps (about 6 min on 2 cores); paper: the 17 x 17 "
+        "cpu: 7 x 7 grid, 2 seeds, d = 20, n = 200, 20,000 steps (about 2.5 min on 2 cores); paper: the 17 x 17 "
         "grid, 16 seeds, d = 100, n = 1000, 10^6 steps (days on a CPU); the options below override it",
     )
     opt.allow_negative_values(p)

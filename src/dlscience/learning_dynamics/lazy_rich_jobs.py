@@ -205,7 +205,7 @@ class PhaseDiagramConfig:
 
 
 PHASE_PRESETS = {
-    # about 6 minutes on 2 cores: 7 x 7 grid, 2 seeds, d = 20, n = 200, 2 x 10^4 steps
+    # about 2.5 minutes on 2 cores: 7 x 7 grid, 2 seeds, d = 20, n = 200, 2 x 10^4 steps
     "cpu": PhaseDiagramConfig(),
     # the paper's Fig. 1(b) grid (a GPU-sized run on CPU: days)
     "paper": PhaseDiagramConfig(
