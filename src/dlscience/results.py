@@ -25,6 +25,8 @@ def _damaged(path, what: str, exc: BaseException, fix: str | None) -> DamagedFil
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if reason.startswith("Weights only load failed") or "invalid load key" in reason:
         reason = "not a torch file"
+    elif "PytorchStreamReader" in reason or "Invalid argument" in reason:
+        reason = "truncated or corrupted torch file"
     if len(reason) > 120:
         reason = reason[:117] + "..."
     return DamagedFileError(f"{path} is damaged or not a {what} ({reason})" + (f"; {fix}" if fix else ""))
