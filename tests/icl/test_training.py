@@ -10,7 +10,7 @@ import torch
 
 from dlscience.cli import main
 from dlscience.errors import InputValidationError, UserError
-from dlscience.icl.sweep import parse_tasks, run_sweep, threshold, threshold_by_step
+from dlscience.icl.sweep import paper_threshold, parse_tasks, run_sweep, threshold, threshold_by_step
 from dlscience.icl.training import ICLConfig, load_transformer, train, triangle_lr
 
 TINY = {
@@ -85,13 +85,43 @@ def test_threshold_rule_and_task_parsing():
     e = 2.718281828459045
     est = threshold([1, 4, 16], [0.1 / e**2, 0.1 / e, 0.1 * e], [0.1, 0.1, 0.1])
     assert est["status"] == "crossed" and est["log2_M_star"] == pytest.approx(3.0)
-    assert "sequences_per_task_at_M_star" not in est
-    with_budget = threshold(
-        [1, 4, 16], [0.1 / e**2, 0.1 / e, 0.1 * e], [0.1, 0.1, 0.1], n_sequences=6000 * 128
-    )
-    assert with_budget["sequences_per_task_at_M_star"] == pytest.approx(6000 * 128 / 8)
+    assert "not the paper's threshold" in est["rule"]
     assert threshold([1, 4], [0.01, 0.01], [1.0, 1.0])["status"] == "above grid"
     assert threshold([1, 4], [1.0, 1.0], [0.01, 0.01])["status"] == "below grid"
+
+
+def test_paper_threshold_on_synthetic_curves_with_a_known_crossing():
+    """Two budgets' Delta(PT, ridge): the doubled budget is 0.2 farther from ridge at M = 2^2, 0.1 at 2^4,
+    equal from 2^6 on (gap 0.1 -> -0.1 between log2 M = 4 and 6: crossing at log2 M = 5)."""
+    ms = [4, 16, 64, 256]
+    base = [1.0, 0.5, 0.2, 0.05]
+    double = [1.2, 0.6, 0.1, 0.05]
+    est = paper_threshold(ms, base, double)
+    assert est["status"] == "crossed" and est["log2_M_star"] == pytest.approx(5.0)
+    assert est["gaps"] == pytest.approx([0.2, 0.1, -0.1, 0.0])
+    # a tolerance moves the crossing: gap - 0.05 = 0.15, 0.05, -0.15 -> log2 M = 4 + 2 * 0.05 / 0.2 = 4.5
+    assert paper_threshold(ms, base, double, tol=0.05)["log2_M_star"] == pytest.approx(4.5)
+    assert paper_threshold(ms, base, [b + 0.3 for b in base])["status"] == "above grid"
+    assert paper_threshold(ms, base, base)["status"] == "below grid"
+    with pytest.raises(InputValidationError):
+        paper_threshold([16, 4], [1, 1], [1, 1])
+
+
+def test_sweep_with_a_budget_pair_trains_each_m_twice(tmp_path):
+    base = ICLConfig(steps=3, eval_every=3, **TINY)
+    summary = run_sweep([1, 4, None], base, tmp_path, progress=False, budget_pair="batch")
+    assert sorted(p.name for p in tmp_path.glob("M=*")) == [
+        "M=1",
+        "M=1,2x-batch",
+        "M=4",
+        "M=4,2x-batch",
+        "M=inf",
+    ]
+    saved = json.loads((tmp_path / "M=4,2x-batch" / "log.json").read_text())["settings"]
+    assert saved["batch_size"] == 2 * base.resolved().batch_size and saved["n_tasks"] == 4
+    paper = summary["paper_threshold"]
+    assert paper["budget_pair"] == "batch" and len(paper["gaps"]) == 2
+    assert all("delta_double_budget" in r for r in summary["rows"] if r["M"] is not None)
 
 
 def test_threshold_by_step_tracks_the_crossing_over_training():

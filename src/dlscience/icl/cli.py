@@ -17,6 +17,7 @@ from dlscience.cli_options import (
     add_run_options,
     add_seed,
     add_study,
+    nonnegative_float,
     nonnegative_int,
     positive_float,
     positive_int,
@@ -139,18 +140,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     _training_command(
         cmds,
         "sweep",
-        help="one transformer per M; figure and threshold M*",
+        help="one transformer per M; figure, midpoint M_mid and (with --budget-pair) the paper's threshold",
         description="Train one transformer per M (each resumable; finished ones are reused), then write "
         "OUT/sweep.png (error vs M for the transformer, dMMSE and ridge on both task distributions, and the "
-        "transformer's distance to each), sweep_training.png (the distances and M* at every evaluation, to show "
-        "whether the threshold still moves when training stops), table.md and sweep.json with the estimated "
-        "threshold M*.",
+        "transformer's distance to each), sweep_training.png (the distances and M_mid at every evaluation), "
+        "table.md and sweep.json with the midpoint M_mid (where the transformer is equally far from dMMSE and "
+        "ridge: budget-dependent, not the paper's threshold). With --budget-pair every finite M is trained "
+        "again at twice the batch or steps, and the paper's threshold is where the two budgets' "
+        "Delta(PT, ridge) curves stop separating.",
         tasks=(
             _task_list(MAX_TASKS),
             "1,4,16,64,256,1024,4096,16384,inf",
             "comma-separated M values, each once (integers up to 2^20, 2^k, inf)",
         ),
         func=_run_sweep,
+    )
+    sweep = cmds.choices["sweep"]
+    sweep.add_argument(
+        "--budget-pair",
+        choices=("batch", "steps"),
+        default=None,
+        help="also train each finite M at 2x the batch size or 2x the steps, for the paper's threshold rule",
+    )
+    sweep.add_argument(
+        "--pair-tol",
+        type=nonnegative_float,
+        default=0.0,
+        help="gaps between the two budgets' Delta(PT, ridge) up to this count as equal (evaluation noise)",
     )
     p = cmds.add_parser(
         "baselines",
@@ -189,11 +205,26 @@ def _run_train(args: argparse.Namespace) -> None:
 def _run_sweep(args: argparse.Namespace) -> None:
     from dlscience.icl.sweep import run_sweep
 
-    summary = run_sweep(args.tasks, _config(args), args.out, progress=args.progress, overwrite=args.overwrite)
-    print(Path(args.out, "table.md").read_text())
-    print(
-        f"wrote {args.out}/sweep.png, sweep_training.png, table.md, sweep.json ({summary['threshold']['status']})"
+    summary = run_sweep(
+        args.tasks,
+        _config(args),
+        args.out,
+        progress=args.progress,
+        overwrite=args.overwrite,
+        budget_pair=args.budget_pair,
+        pair_tol=args.pair_tol,
     )
+    print(Path(args.out, "table.md").read_text())
+    mid = summary["threshold"]
+    print(f"M_mid (midpoint, not the paper's threshold): {_fmt_threshold(mid)}")
+    paper = summary["paper_threshold"]
+    if paper is not None:
+        print(f"paper's threshold (batch/steps x2, {paper['budget_pair']}): {_fmt_threshold(paper)}")
+    print(f"wrote {args.out}/sweep.png, sweep_training.png, table.md, sweep.json")
+
+
+def _fmt_threshold(est: dict) -> str:
+    return f"2^{est['log2_M_star']:.2f}" if est["M_star"] is not None else est["status"]
 
 
 def _run_baselines(args: argparse.Namespace) -> None:

@@ -1,12 +1,18 @@
 """Task-diversity sweep: one transformer per pool size M, next to dMMSE and ridge (Raventos et al. 2023,
-Fig. 2), and an estimate of the threshold M*.
+Fig. 2), the midpoint M_mid and, with two training budgets per M, the paper's threshold.
 
-Threshold rule used here (stated in every output): on the "true" task distribution, let
-r(M) = log(Delta(PT, dMMSE) / Delta(PT, ridge)). Below the threshold the pretrained transformer (PT) sits near
-dMMSE (r < 0); above it, near ridge (r > 0). M* is where r crosses 0, interpolated linearly in log2 M between
-the grid points around the first crossing. (The paper locates the threshold from where Delta(PT, ridge)
-curves for different batch sizes or step counts cross, which needs several runs per M; with one run per M
-the crossing of the two distances is the natural single-run analogue.)
+Two quantities, named apart because they measure different things:
+
+* **The paper's threshold** (:func:`paper_threshold`; Raventos et al. 2023, Sec. 4 and Fig. 4): train every M
+  at two budgets (batch B and 2B, or T and 2T steps). Below the threshold the larger budget pulls the
+  pretrained transformer (PT) toward dMMSE, so its Delta^True(PT, ridge) is larger; above it the two curves
+  coincide. The threshold is where the gap Delta_2x - Delta_1x falls to zero, interpolated linearly in
+  log2 M. ``icl sweep --budget-pair batch|steps`` measures it.
+* **The midpoint M_mid** (:func:`threshold`, the key ``"threshold"`` in ``sweep.json``): with one run per M,
+  the M where the PT is equally far from dMMSE and ridge on true tasks, r(M) = log(Delta(PT, dMMSE) /
+  Delta(PT, ridge)) = 0 (linear in log2 M). It depends on the training budget and is NOT the paper's
+  threshold; the two are not comparable through "sequences per task" (the paper's Fig. 4 finds the same
+  threshold with 4x the sequences).
 """
 
 from __future__ import annotations
@@ -21,7 +27,10 @@ from dlscience.icl.training import ICLConfig, train
 from dlscience.results import atomic_write
 from dlscience.runs import RunFolder, RunInterrupted
 
-__all__ = ["parse_tasks", "run_sweep", "threshold", "threshold_by_step"]
+__all__ = ["parse_tasks", "run_sweep", "threshold", "paper_threshold", "threshold_by_step", "BUDGET_PAIRS"]
+
+#: How the second run of each M doubles the budget (``--budget-pair``).
+BUDGET_PAIRS = ("batch", "steps")
 
 #: The summary files of a sweep (beside its ``M=...`` run folders).
 SUMMARY = ("sweep.json", "sweep.png", "sweep_training.png", "table.md")
@@ -35,7 +44,58 @@ TOO_MANY_TASKS = (
     "linearly with M"
 )
 
-RULE = "M* where log(Delta(PT,dMMSE)/Delta(PT,ridge)) on the true distribution crosses 0 (linear in log2 M)"
+RULE = (
+    "M_mid (midpoint, not the paper's threshold): where log(Delta(PT,dMMSE)/Delta(PT,ridge)) on the true "
+    "distribution crosses 0 (linear in log2 M)"
+)
+PAPER_RULE = (
+    "paper's threshold: the M where Delta^True(PT, ridge) of the doubled budget stops exceeding that of the base "
+    "budget by more than tol (gap crosses 0, linear in log2 M)"
+)
+
+
+def paper_threshold(
+    ms: list[int], d_ridge: list[float], d_ridge_double: list[float], *, tol: float = 0.0
+) -> dict:
+    """The paper's task-diversity threshold from two training budgets (Raventos et al. 2023, Sec. 4, Fig. 4).
+
+    Parameters
+    ----------
+    ms : list of int
+        Increasing finite pool sizes M.
+    d_ridge, d_ridge_double : list of float
+        Delta^True(PT, ridge) per M for the base budget and the doubled one (batch 2B or 2T steps).
+    tol : float >= 0
+        Gaps up to ``tol`` count as "the curves coincide" (evaluation noise).
+
+    Returns
+    -------
+    dict
+        ``{"M_star", "log2_M_star", "status", "gaps", "rule"}``; ``status`` is ``"crossed"``, ``"above grid"``
+        (still separated at the largest M) or ``"below grid"`` (never separated, or already together at the
+        smallest M).
+
+    Raises
+    ------
+    InputValidationError
+        Lists of different lengths, M not increasing, or tol < 0.
+    """
+    if not len(ms) == len(d_ridge) == len(d_ridge_double) or any(
+        b <= a for a, b in zip(ms, ms[1:], strict=False)
+    ):
+        raise InputValidationError("ms must increase and match the two Delta lists in length")
+    if tol < 0:
+        raise InputValidationError(f"tol must be >= 0, got {tol}")
+    gaps = [b - a - tol for a, b in zip(d_ridge, d_ridge_double, strict=True)]
+    result = {"M_star": None, "log2_M_star": None, "gaps": gaps, "rule": PAPER_RULE, "tol": tol}
+    if not gaps or gaps[0] <= 0:
+        return {**result, "status": "below grid"}
+    for i in range(1, len(ms)):
+        if gaps[i - 1] > 0 >= gaps[i]:
+            x0, x1 = math.log2(ms[i - 1]), math.log2(ms[i])
+            x = x0 + (x1 - x0) * gaps[i - 1] / (gaps[i - 1] - gaps[i])
+            return {**result, "M_star": 2**x, "log2_M_star": x, "status": "crossed"}
+    return {**result, "status": "above grid"}
 
 
 def parse_tasks(text: str, *, max_tasks: int | None = MAX_TASKS) -> list[int | None]:
@@ -93,10 +153,9 @@ def parse_tasks(text: str, *, max_tasks: int | None = MAX_TASKS) -> list[int | N
     return out
 
 
-def threshold(
-    ms: list[int], d_dmmse: list[float], d_ridge: list[float], n_sequences: int | None = None
-) -> dict:
-    """M* from finite M values and their Deltas on the true distribution (rule in the module docstring).
+def threshold(ms: list[int], d_dmmse: list[float], d_ridge: list[float]) -> dict:
+    """The midpoint M_mid from finite M values and their Deltas on the true distribution (module docstring):
+    budget-dependent, and not the paper's threshold (:func:`paper_threshold`).
 
     Parameters
     ----------
@@ -104,11 +163,6 @@ def threshold(
         Increasing pool sizes.
     d_dmmse, d_ridge : list of float
         Delta(PT, dMMSE) and Delta(PT, ridge) on the true distribution, one per M (positive).
-    n_sequences : int, optional
-        Training sequences per run (steps x batch). When given and the threshold is crossed, the result also
-        holds ``sequences_per_task_at_M_star`` = n_sequences / M*: the paper finds that below the threshold
-        more sequences per task move the PT toward dMMSE, so thresholds from different training budgets are
-        best compared in these units.
 
     Returns
     -------
@@ -120,10 +174,7 @@ def threshold(
         if r[i - 1] < 0 <= r[i]:
             x0, x1 = math.log2(ms[i - 1]), math.log2(ms[i])
             x = x0 + (x1 - x0) * (-r[i - 1]) / (r[i] - r[i - 1])
-            est = {"M_star": 2**x, "log2_M_star": x, "status": "crossed", "rule": RULE}
-            if n_sequences is not None:
-                est["sequences_per_task_at_M_star"] = n_sequences / 2**x
-            return est
+            return {"M_star": 2**x, "log2_M_star": x, "status": "crossed", "rule": RULE}
     status = "below grid" if r and r[0] >= 0 else "above grid"
     return {"M_star": None, "log2_M_star": None, "status": status, "rule": RULE}
 
@@ -135,6 +186,8 @@ def run_sweep(
     *,
     progress: bool = True,
     overwrite: bool = False,
+    budget_pair: str | None = None,
+    pair_tol: float = 0.0,
 ) -> dict:
     """Train one transformer per M (each resumable, finished ones reused) and write ``sweep.json``,
     ``sweep.png``, ``sweep_training.png`` (:func:`threshold_by_step`) and ``table.md`` to ``out``.
@@ -154,11 +207,17 @@ def run_sweep(
         Progress bars.
     overwrite : bool
         Replace a sweep of other settings in ``out`` (removing every file it wrote) instead of refusing it.
+    budget_pair : {"batch", "steps"}, optional
+        Also train every finite M at twice the batch size or twice the steps (folders ``M=16,2x-batch``) and
+        estimate the paper's threshold from the two budgets (:func:`paper_threshold`).
+    pair_tol : float
+        Gap tolerance of the paper's rule (evaluation noise).
 
     Returns
     -------
     dict
-        The content of ``sweep.json``: per M the final errors and Deltas on both distributions, and M*.
+        The content of ``sweep.json``: per M the final errors and Deltas on both distributions, the midpoint
+        M_mid (key ``"threshold"``) and, with ``budget_pair``, the paper's threshold (``"paper_threshold"``).
 
     Raises
     ------
@@ -168,6 +227,8 @@ def run_sweep(
         On SIGINT/SIGTERM; the message says what was saved.
     """
     tasks = list(tasks)
+    if budget_pair not in (None, *BUDGET_PAIRS):
+        raise InputValidationError(f"budget_pair must be one of {BUDGET_PAIRS} or None, got {budget_pair!r}")
     if len(set(tasks)) != len(tasks):
         raise InputValidationError(f"--tasks gives an M more than once: {tasks}; list each M once")
     resolved = base.resolved()
@@ -175,6 +236,8 @@ def run_sweep(
         replace(resolved, n_tasks=m).resolved()  # every M is valid before anything is written
     out = Path(out)
     names = [_run_name(m) for m in tasks]
+    if budget_pair is not None:
+        names += [_run_name(m, budget_pair) for m in tasks if m is not None]
     present = sorted(p.name for p in out.glob("M=*") if p.is_dir()) if out.is_dir() else []
     identity = {k: v for k, v in asdict(resolved).items() if k not in _NOT_IDENTITY}
     settings = {**asdict(resolved), "n_tasks": [_fmt_m(m) for m in tasks]}
@@ -194,7 +257,7 @@ def run_sweep(
         if run.finished:  # finished for another list of M: not finished until this list is
             run.manifest["finished"] = False
             run.save_state()
-        for m, name in zip(tasks, names, strict=True):
+        for m, name in zip(tasks, names[: len(tasks)], strict=True):
             try:
                 log = train(replace(base, n_tasks=m), run.path(name), progress=progress, overwrite=overwrite)
             except RunInterrupted as exc:
@@ -212,22 +275,48 @@ def run_sweep(
                     "delta": {d: final[d]["delta"] for d in ("true", "pretrain")},
                 }
             )
+        paper = None
+        if budget_pair is not None:
+            doubled = {
+                "batch": {"batch_size": 2 * resolved.batch_size},
+                "steps": {"steps": 2 * resolved.steps},
+            }
+            for r in [r for r in rows if r["M"] is not None]:
+                name = _run_name(r["M"], budget_pair)
+                try:
+                    log = train(
+                        replace(resolved, n_tasks=r["M"], **doubled[budget_pair]),
+                        run.path(name),
+                        progress=progress,
+                        overwrite=overwrite,
+                    )
+                except RunInterrupted as exc:
+                    raise RunInterrupted(f"{exc}; the finished runs are kept in {out}") from None
+                r["delta_double_budget"] = {d: log["evals"][-1][d]["delta"] for d in ("true", "pretrain")}
+            finite = [r for r in rows if r["M"] is not None]
+            paper = paper_threshold(
+                [r["M"] for r in finite],
+                [r["delta"]["true"]["transformer|ridge"] for r in finite],
+                [r["delta_double_budget"]["true"]["transformer|ridge"] for r in finite],
+                tol=pair_tol,
+            )
+            paper["budget_pair"] = budget_pair
         finite = [r for r in rows if r["M"] is not None]
         est = threshold(
             [r["M"] for r in finite],
             [r["delta"]["true"]["transformer|dmmse"] for r in finite],
             [r["delta"]["true"]["transformer|ridge"] for r in finite],
-            n_sequences=resolved.steps * resolved.batch_size,
         )
         by_step = threshold_by_step({m: ev for m, ev in curves.items() if m is not None})
         summary = {
             "settings": {**asdict(resolved), "n_tasks": "per row"},
             "rows": rows,
             "threshold": est,
+            "paper_threshold": paper,
             "threshold_by_step": by_step,
         }
         run.write_json("sweep.json", summary)
-        table = _table(rows, est).encode()
+        table = _table(rows, est, paper).encode()
         atomic_write(run.path("table.md"), lambda f: f.write(table))
         run.save_figure("sweep.png", _figure(rows, est))
         run.save_figure("sweep_training.png", _training_figure(curves, by_step))
@@ -235,13 +324,14 @@ def run_sweep(
     return summary
 
 
-def _run_name(m: int | None) -> str:
-    """The sub-folder of the run of pool size ``m``: ``M=16``, ``M=inf``."""
-    return f"M={'inf' if m is None else m}"
+def _run_name(m: int | None, budget_pair: str | None = None) -> str:
+    """The sub-folder of the run of pool size ``m``: ``M=16``, ``M=inf``; ``M=16,2x-batch`` for the doubled
+    budget of a ``budget_pair``."""
+    return f"M={'inf' if m is None else m}" + (f",2x-{budget_pair}" if budget_pair else "")
 
 
 def threshold_by_step(evals: dict[int, list[dict]]) -> list[dict]:
-    """M* (same rule as :func:`threshold`) at every evaluation step shared by all finite-M runs, to show
+    """M_mid (same rule as :func:`threshold`) at every evaluation step shared by all finite-M runs, to show
     whether the threshold is still moving when training stops.
 
     Parameters
@@ -272,7 +362,7 @@ def threshold_by_step(evals: dict[int, list[dict]]) -> list[dict]:
 
 def _training_figure(curves, by_step):
     """Three panels over training steps: r(M) = log(Delta(PT,dMMSE) / Delta(PT,ridge)) on true tasks, one line
-    per M; log2 M* at each evaluation; Delta(PT, dMMSE) on the pretraining pool (how far memorisation got)."""
+    per M; log2 M_mid at each evaluation; Delta(PT, dMMSE) on the pretraining pool (how far memorisation got)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -300,8 +390,8 @@ def _training_figure(curves, by_step):
     pts = [(b["step"], b["log2_M_star"]) for b in by_step if b["log2_M_star"] is not None]
     if pts:
         axes[1].plot(*zip(*pts, strict=True), "o-", color="C3")
-    axes[1].set_title("estimated log2 M* at each evaluation", fontsize=9)
-    axes[1].set_ylabel("log2 M*")
+    axes[1].set_title("midpoint log2 M_mid at each evaluation (not the paper's threshold)", fontsize=9)
+    axes[1].set_ylabel("log2 M_mid")
     axes[2].set_title(
         "Delta(PT, dMMSE) on the pretraining pool\n(falls as the pool is memorised)", fontsize=9
     )
@@ -316,7 +406,7 @@ def _fmt_m(m):
     return "inf" if m is None else (f"2^{int(math.log2(m))}" if m & (m - 1) == 0 and m > 1 else str(m))
 
 
-def _table(rows, est) -> str:
+def _table(rows, est, paper=None) -> str:
     lines = [
         "| M | PT true | dMMSE true | ridge true | PT pretrain | dMMSE pretrain | ridge pretrain | "
         "Delta(PT,dMMSE) true | Delta(PT,ridge) true |",
@@ -336,12 +426,18 @@ def _table(rows, est) -> str:
     star = "not crossed (" + est["status"] + ")" if est["M_star"] is None else f"2^{est['log2_M_star']:.2f}"
     lines += [
         "",
-        f"Errors are per-position means / D against the noiseless target. M* = {star}; rule: {RULE}.",
+        f"Errors are per-position means / D against the noiseless target. M_mid = {star}; rule: {RULE}.",
     ]
-    if "sequences_per_task_at_M_star" in est:
+    if paper is not None:
+        at = (
+            "not crossed (" + paper["status"] + ")"
+            if paper["M_star"] is None
+            else f"2^{paper['log2_M_star']:.2f}"
+        )
+        gaps = ", ".join(f"{g:+.3f}" for g in paper["gaps"])
         lines += [
             "",
-            f"Training sequences per task at M* (steps x batch / M*): {est['sequences_per_task_at_M_star']:,.0f}.",
+            f"Paper's threshold (2x {paper['budget_pair']}) = {at}; gaps {gaps}; rule: {PAPER_RULE}.",
         ]
     inf = [r for r in rows if r["M"] is None]
     if inf:
@@ -350,7 +446,7 @@ def _table(rows, est) -> str:
             lines += [
                 "",
                 f"Warning: at M = inf the transformer's error ({pt:.3f}) is far above ridge's ({ridge:.3f}): the "
-                "models are undertrained, so M* says little; train longer (--steps).",
+                "models are undertrained, so M_mid says little; train longer (--steps).",
             ]
     return "\n".join(lines) + "\n"
 
