@@ -13,8 +13,10 @@ Stages, each resumable (a finished stage is skipped; training continues from its
     3. compare network vs ELS, LS and IS on ``--n-seeds`` seeds;
     4. write ``results/els_vs_networks/table.md``, ``summary.json`` (median r next to the paper's values) and
        ``schedules.png`` (calibrated patch sizes next to the paper's).
-A stage whose output exists is skipped: after training further, move ``schedule.json`` and ``compare.json``
-away to recalibrate and recompare.
+Each stage writes its own run folder: ``ARCH/`` (training), ``ARCH/calibration/`` and ``ARCH/compare/``
+(folders written before run folders kept ``schedule.json`` and ``compare.json`` next to the model; they are
+still read). A stage whose output exists is skipped: after training further, move ``schedule.json`` and
+``compare.json`` away to recalibrate and recompare.
 
 CPU sizes: the paper trains width-256 ResNets for 300 epochs on a GPU; here the ResNet trains for about 4
 hours and the UNet for about 100 minutes on one core (run ``--archs resnet`` and ``--archs unet`` as two
@@ -42,6 +44,13 @@ PAPER_20_STEP = {
 }
 # largest patch size the calibration tries by default
 DEFAULT_MAX_CANDIDATE = {"resnet": 17, "unet": 25}
+
+
+def _found(folder: Path, name: str) -> Path:
+    """``name`` in its stage's run folder (``calibration/`` or ``compare/``), or next to the model where runs
+    made before run folders left it."""
+    stage = folder / ("calibration" if name == "schedule.json" else "compare") / name
+    return stage if stage.exists() or not (folder / name).exists() else folder / name
 
 
 def main() -> None:
@@ -116,22 +125,25 @@ def main() -> None:
             train(cfg, folder)
         if args.stage == "train":
             continue
-        if not (folder / "schedule.json").exists():
+        if not _found(folder, "schedule.json").exists():
             candidates = (
                 tuple(int(p) for p in args.candidates.split(","))
                 if args.candidates
                 else tuple(range(3, DEFAULT_MAX_CANDIDATE[arch] + 1, 2))
             )
-            run_calibrate(folder, folder, candidates=candidates, n_samples=args.calibration_samples)
+            run_calibrate(
+                folder, folder / "calibration", candidates=candidates, n_samples=args.calibration_samples
+            )
         if args.stage == "calibrate":
             continue
-        if not (folder / "compare.json").exists():
-            run_compare(folder, folder, schedule=str(folder / "schedule.json"), n_seeds=args.n_seeds)
+        if not _found(folder, "compare.json").exists():
+            schedule = str(_found(folder, "schedule.json"))
+            run_compare(folder, folder / "compare", schedule=schedule, n_seeds=args.n_seeds)
     # the table covers every network compared so far, also those of an earlier run with other --archs
     rows = {
-        arch: json.loads((out / arch / "compare.json").read_text())
+        arch: json.loads(_found(out / arch, "compare.json").read_text())
         for arch in PAPER_20_STEP
-        if (out / arch / "compare.json").exists()
+        if _found(out / arch, "compare.json").exists()
     }
     if args.stage in ("train", "calibrate") or not rows:
         return
@@ -147,7 +159,7 @@ def main() -> None:
                 f"| {arch} | {name} | {data['n_seeds']} | {r['median']:.3f} | {r['q25']:.3f}-{r['q75']:.3f} | "
                 f"{PAPER_20_STEP[arch][name]:.2f} | {beats} |"
             )
-    schedules = {arch: json.loads((out / arch / "schedule.json").read_text()) for arch in rows}
+    schedules = {arch: json.loads(_found(out / arch, "schedule.json").read_text()) for arch in rows}
     lines += [
         "",
         "| network | calibrated P at t = 0.05 ... 1.00 | paper's schedule | Spearman(t, P) |",

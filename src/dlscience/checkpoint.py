@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from pathlib import Path
 
 from dlscience.errors import UserError
 from dlscience.results import load_torch, save_torch
 
-__all__ = ["TrainingCheckpoint", "record_loss", "load_matching"]
+__all__ = ["TrainingCheckpoint", "record_loss"]
 
 
 class TrainingCheckpoint:
@@ -119,29 +118,3 @@ def record_loss(state: dict, loss: float, *, every: int = 50, final: bool = Fals
         window.clear()
         return True
     return False
-
-
-def load_matching(path: str | Path, identity, what: str) -> dict | None:
-    """The state saved at ``path`` (a dict with an ``"identity"`` entry) if it exists and its identity equals
-    ``identity``; None if there is no file, or an unreadable one (ours are written atomically, so an unreadable
-    file is someone else's: a warning is given and the run starts afresh).
-
-    Raises
-    ------
-    UserError
-        If the file holds a ``what`` (e.g. "comparison") run with another identity, naming the file and the fix.
-    """
-    path = Path(path)
-    if not path.exists():
-        return None
-    try:
-        state = load_torch(path)
-    except Exception as exc:
-        warnings.warn(f"ignoring unreadable {what} checkpoint {path} ({exc})", stacklevel=3)
-        return None
-    if state.get("identity") != identity:
-        raise UserError(
-            f"{path} holds a {what} with other settings; use another --out folder or delete that file to "
-            "start afresh"
-        )
-    return state

@@ -228,24 +228,43 @@ def test_missing_dataset_lists_places(tmp_path: Path, monkeypatch: pytest.Monkey
     env = tmp_path / "env"
     monkeypatch.setenv("DLSCIENCE_DATA", str(env))
     with pytest.raises(DatasetNotFoundError) as e:
-        load_images("fashion-mnist", data_dir=tmp_path / "nowhere")
+        load_images("fashion-mnist")
     msg = str(e.value)
     assert "\n" not in msg
-    for place in (
-        tmp_path / "nowhere",
-        tmp_path / "nowhere" / "fashion-mnist",
-        tmp_path / "nowhere" / "FashionMNIST" / "raw",
-        env,
-        env / "FashionMNIST" / "raw",
-    ):
+    for place in (env, env / "fashion-mnist", env / "FashionMNIST" / "raw"):
         assert str(place) in msg
     assert "apt-get install dataset-fashion-mnist" in msg
     assert "--download" in msg and "--data-dir" in msg
 
+    empty = tmp_path / "empty"
+    empty.mkdir()
     with pytest.raises(DatasetNotFoundError, match="MNIST/raw.*--download"):
-        load_images("mnist", data_dir=tmp_path / "nowhere")
+        load_images("mnist", data_dir=empty)
     with pytest.raises(DatasetNotFoundError, match="cifar-10-batches-py"):
-        load_images("cifar10", data_dir=tmp_path / "nowhere")
+        load_images("cifar10", data_dir=empty)
+
+
+def test_named_data_dir_is_never_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A --data-dir that does not exist, or lacks the files, is an error naming it, even where
+    $DLSCIENCE_DATA or the system folder holds the dataset."""
+    elsewhere = write_mnist_dir(tmp_path / "env" / "fashion-mnist", gz=False)
+    monkeypatch.setenv("DLSCIENCE_DATA", str(tmp_path / "env"))
+    monkeypatch.setitem(images_mod._SYSTEM_DIRS, "fashion-mnist", (elsewhere,))
+    assert load_images("fashion-mnist").source == str(elsewhere)
+    with pytest.raises(DatasetNotFoundError) as e:
+        load_images("fashion-mnist", data_dir=tmp_path / "nowhere")
+    assert str(e.value) == (
+        f"--data-dir {tmp_path / 'nowhere'} does not exist; give the folder that holds the dataset files (or "
+        "add --download to fetch them into it)"
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetNotFoundError) as e:
+        load_images("fashion-mnist", data_dir=empty)
+    assert str(empty) in str(e.value) and str(elsewhere) not in str(e.value)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DatasetNotFoundError, match="is not a folder"):
+        load_images("fashion-mnist", data_dir=tmp_path / "file")
 
 
 def test_system_dir_searched_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

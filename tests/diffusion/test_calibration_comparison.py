@@ -86,7 +86,7 @@ def test_interrupted_comparison_resumes_to_the_same_result(gen, tmp_path, monkey
 
     ckpt = tmp_path / "ckpt.pt"
     with pytest.raises(Stop):
-        compare(els, machines, n_seeds=3, seed=5, checkpoint=ckpt, fingerprint="a", progress=stop_in_ls)
+        compare(els, machines, n_seeds=3, seed=5, checkpoint=ckpt, progress=stop_in_ls)
     calls = []
     original = type(els).denoise
 
@@ -95,7 +95,7 @@ def test_interrupted_comparison_resumes_to_the_same_result(gen, tmp_path, monkey
         return original(self, *a, **k)
 
     monkeypatch.setattr(type(els), "denoise", counting_denoise)
-    resumed = compare(els, machines, n_seeds=3, seed=5, checkpoint=ckpt, fingerprint="a")
+    resumed = compare(els, machines, n_seeds=3, seed=5, checkpoint=ckpt)
     assert not calls  # the network's 3 samples came from the checkpoint
     compare(els, {}, n_seeds=1, seed=5)
     assert calls  # (the counter does see the network's evaluations)
@@ -104,8 +104,9 @@ def test_interrupted_comparison_resumes_to_the_same_result(gen, tmp_path, monkey
         torch.testing.assert_close(resumed.machines[name], full.machines[name], rtol=0, atol=0)
         torch.testing.assert_close(resumed.r[name], full.r[name], rtol=0, atol=0)
     torch.testing.assert_close(resumed.network, full.network, rtol=0, atol=0)
-    with pytest.raises(UserError, match="other settings"):
-        compare(els, machines, n_seeds=3, seed=5, checkpoint=ckpt, fingerprint="b")
+    ckpt.write_bytes(b"garbage")
+    with pytest.raises(UserError, match="damaged|comparison checkpoint"):
+        compare(els, machines, n_seeds=3, seed=5, checkpoint=ckpt)
 
 
 def test_interrupted_calibration_resumes_to_the_same_result(gen, tmp_path):
@@ -127,9 +128,10 @@ def test_interrupted_calibration_resumes_to_the_same_result(gen, tmp_path):
 
     ckpt = tmp_path / "cal.pt"
     with pytest.raises(Stop):
-        calibrate(network, machine_for, progress=stop, checkpoint=ckpt, fingerprint="a", **kw)
-    resumed = calibrate(network, machine_for, checkpoint=ckpt, fingerprint="a", **kw)
+        calibrate(network, machine_for, progress=stop, checkpoint=ckpt, **kw)
+    resumed = calibrate(network, machine_for, checkpoint=ckpt, **kw)
     torch.testing.assert_close(resumed.cosine, full.cosine, rtol=0, atol=0)
     assert resumed.schedule.sizes == full.schedule.sizes
-    with pytest.raises(UserError, match="other settings"):
-        calibrate(network, machine_for, checkpoint=ckpt, fingerprint="b", **kw)
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    with pytest.raises(UserError, match="calibration checkpoint"):
+        calibrate(network, machine_for, checkpoint=ckpt, **kw)

@@ -90,46 +90,25 @@ def test_train_calibrate_compare_pipeline(tmp_path, capsys):
     cal = json.loads((tmp_path / "cal" / "schedule.json").read_text())
     assert cal["times"] == sorted(cal["times"]) and len(cal["best_per_sample"][0]) == 20
     assert main(["els", "compare", "--model", str(tmp_path / "missing"), "--schedule", "3"]) == 2
-    assert (
-        main(
-            [
-                "els",
-                "compare",
-                "--model",
-                str(tmp_path / "net"),
-                "--schedule",
-                "3",
-                "--n-seeds",
-                "0",
-                "--out",
-                str(tmp_path / "none"),
-                "--no-progress",
-            ]
-        )
-        == 2
-    )
-    assert (
-        main(
-            [
-                "els",
-                "calibrate",
-                "--model",
-                str(tmp_path / "net"),
-                "--candidates",
-                "4",
-                "--out",
-                str(tmp_path / "none"),
-                "--no-progress",
-            ]
-        )
-        == 2
-    )
-    assert (
-        main(["els", "compare", "--model", str(tmp_path / "net"), "--schedule", "3", "--machines", "XS"]) == 2
-    )
-    assert not (tmp_path / "none").exists()
+    assert not (tmp_path / "missing").exists()
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4 and all(line.startswith("dlscience: error:") for line in err), err
+    assert len(err) == 1 and err[0].startswith("dlscience: error: no model at"), err
+    # settings refused when the command line is parsed, before the model is read
+    for bad in (
+        ["compare", "--model", str(tmp_path / "net"), "--schedule", "3", "--n-seeds", "0"],
+        ["calibrate", "--model", str(tmp_path / "net"), "--candidates", "4"],
+        ["calibrate", "--model", str(tmp_path / "net"), "--candidates", "3,3"],
+        ["compare", "--model", str(tmp_path / "net"), "--schedule", "3", "--machines", "XS"],
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main(["els", *bad, "--out", str(tmp_path / "none"), "--no-progress"])
+        assert exc.value.code == 2
+    assert not (tmp_path / "none").exists()
+    err = capsys.readouterr().err
+    assert "expected a positive integer, got '0'" in err
+    assert "expected an odd positive integer, got '4'" in err
+    assert "[3] given more than once" in err
+    assert "expected a comma-separated subset of ELS, LS, IS, got 'XS'" in err
 
 
 def test_preset_fills_only_unset_settings():

@@ -82,7 +82,7 @@ def test_folder_with_another_run_is_refused(tmp_path):
     """A checkpoint from different settings is never mixed in: refused unless overwrite=True."""
     run_sample_job(CONFIG, tmp_path, progress=False)
     other = SampleConfig(**{**CONFIG.__dict__, "seed": 9})
-    with pytest.raises(UserError, match="different settings"):
+    with pytest.raises(UserError, match="run of other settings"):
         run_sample_job(other, tmp_path, progress=False)
     run_sample_job(other, tmp_path, progress=False, overwrite=True)
     assert list(np.load(tmp_path / "samples.npz")["seeds"]) == [9, 10, 11]

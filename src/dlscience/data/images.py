@@ -123,10 +123,20 @@ class ImageDataset:
 
 
 def _base_dirs(data_dir: str | os.PathLike[str] | None) -> list[Path]:
-    """Base folders in search order: ``data_dir``, then ``$DLSCIENCE_DATA``."""
-    bases = []
+    """Base folders in search order: ``data_dir`` alone when one is given (a folder the user named is never
+    silently replaced by another), else ``$DLSCIENCE_DATA``.
+
+    Raises DatasetNotFoundError if ``data_dir`` is given but is not a folder."""
     if data_dir is not None:
-        bases.append(Path(data_dir).expanduser())
+        folder = Path(data_dir).expanduser()
+        if not folder.is_dir():
+            what = "is not a folder" if folder.exists() else "does not exist"
+            raise DatasetNotFoundError(
+                f"--data-dir {folder} {what}; give the folder that holds the dataset files (or add --download "
+                "to fetch them into it)"
+            )
+        return [folder]
+    bases = []
     env = os.environ.get(_ENV_VAR)
     if env:
         bases.append(Path(env).expanduser())
@@ -160,7 +170,8 @@ def _candidate_dirs(dataset: str, data_dir: str | os.PathLike[str] | None) -> li
     for base in _base_dirs(data_dir):
         dirs.extend(base / s for s in subdirs)
         dirs.append(base)
-    dirs.extend(_SYSTEM_DIRS[dataset])
+    if data_dir is None:
+        dirs.extend(_SYSTEM_DIRS[dataset])
     return dirs
 
 
@@ -330,11 +341,12 @@ def load_images(
         Which split. ``"digits"`` has no official split: only ``"train"`` (all 1797 images)
         is accepted for it.
     data_dir : str or path-like, optional
-        Folder to look in first. Search order for the files: ``data_dir``, then
+        Folder holding the files. When given, only it is searched (it must exist and hold the
+        dataset: a folder the user named is never silently replaced by another); otherwise
         ``$DLSCIENCE_DATA``; inside each, the dataset-specific subfolders
         (``fashion-mnist/`` and torchvision's ``FashionMNIST/raw/`` for Fashion-MNIST,
-        ``mnist/`` and ``MNIST/raw/`` for MNIST) before the folder itself; finally, for
-        Fashion-MNIST, ``/usr/share/datasets/fashion-mnist`` (Debian package
+        ``mnist/`` and ``MNIST/raw/`` for MNIST) before the folder itself; finally, without
+        ``data_dir``, for Fashion-MNIST, ``/usr/share/datasets/fashion-mnist`` (Debian package
         ``dataset-fashion-mnist``). CIFAR-10 is looked for in ``<folder>/cifar-10-batches-py``.
         IDX files may be gzipped (``.gz``) or not. Ignored for ``"digits"``.
     size : int, optional

@@ -21,12 +21,11 @@ from pathlib import Path
 
 import torch
 
-from dlscience.checkpoint import load_matching
 from dlscience.diffusion.denoiser import Denoiser
 from dlscience.diffusion.patch_schedule import PatchSchedule, resolve_patch_size
 from dlscience.diffusion.sampler import DDIMSampler
 from dlscience.errors import InputValidationError
-from dlscience.results import save_torch
+from dlscience.results import load_torch, save_torch
 
 __all__ = ["CalibrationResult", "calibrate", "cosine_similarity"]
 
@@ -87,7 +86,6 @@ def calibrate(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
     checkpoint: str | Path | None = None,
-    fingerprint: str = "",
 ) -> CalibrationResult:
     """Calibrate a machine's patch size to a network along the network's own sampling trajectories.
 
@@ -109,10 +107,9 @@ def calibrate(
         Called as ``progress(done, total)`` after each machine evaluation.
     checkpoint : path, optional
         File that receives the trajectory state after every time step (atomically); a calibration restarted
-        with the same arguments continues from it and gives the same result as an uninterrupted one.
-    fingerprint : str
-        Identity of the network and machines, stored with the checkpoint; a checkpoint of another identity
-        or other arguments is refused.
+        with the same arguments continues from it and gives the same result as an uninterrupted one. The
+        caller keeps it to one identity (``els calibrate`` keeps it in its
+        :class:`~dlscience.runs.RunFolder`, whose fingerprint covers the network, machine and arguments).
 
     Returns
     -------
@@ -123,7 +120,7 @@ def calibrate(
     InputValidationError
         Empty candidate list or n_samples < 1.
     UserError
-        If ``checkpoint`` belongs to a calibration with other settings.
+        If ``checkpoint`` is damaged (named).
     """
     if not candidates or n_samples < 1:
         raise InputValidationError("calibrate needs at least one candidate patch size and one sample")
@@ -139,9 +136,8 @@ def calibrate(
     machines = {P: machine_for(P) for P in candidates}
     cos = torch.zeros(n_samples, len(times), len(candidates), dtype=torch.float64)
     done, total = 0, len(times) * len(candidates)
-    identity = [fingerprint, list(candidates), n_samples, n_steps, seed]
     start = 0
-    saved = load_matching(checkpoint, identity, "calibration") if checkpoint is not None else None
+    saved = _load(checkpoint)
     if saved is not None:
         start, x, cos = saved["next_step"], saved["x"], saved["cosine"]
         done = start * len(candidates)
@@ -160,7 +156,7 @@ def calibrate(
         if i + 1 < len(times):
             x = sampler.step(x, t, times[i + 1], x0_hat)
         if checkpoint is not None:
-            save_torch(checkpoint, {"identity": identity, "next_step": i + 1, "x": x, "cosine": cos})
+            save_torch(checkpoint, {"next_step": i + 1, "x": x, "cosine": cos})
     best = torch.tensor(candidates)[cos.argmax(-1)]  # (n_samples, n_times)
     median = best.double().median(dim=0).values  # lower median: an actual candidate for even n
     sizes = [0] * n_steps
@@ -168,4 +164,13 @@ def calibrate(
         sizes[round(t * n_steps) - 1] = int(median[i])
     return CalibrationResult(
         PatchSchedule(tuple(sizes), name="calibrated"), tuple(candidates), times, cos, best, labels
+    )
+
+
+def _load(checkpoint) -> dict | None:
+    """The saved state at ``checkpoint`` (None without one). Raises UserError naming a damaged file."""
+    if checkpoint is None or not Path(checkpoint).exists():
+        return None
+    return load_torch(
+        checkpoint, what="calibration checkpoint", fix="delete it to start the calibration afresh"
     )

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import torch
 
-from dlscience.checkpoint import load_matching
 from dlscience.diffusion.denoiser import Denoiser
 from dlscience.diffusion.sampler import DDIMSampler
 from dlscience.errors import InputValidationError
-from dlscience.results import save_torch
+from dlscience.results import load_torch, save_torch
 
 __all__ = ["pearson_r", "determination", "SeedComparison", "compare"]
 
@@ -96,7 +95,6 @@ def compare(
     machine_t_start: float = 0.95,
     progress: Callable[[str, int], None] | None = None,
     checkpoint: str | Path | None = None,
-    fingerprint: str = "",
 ) -> SeedComparison:
     """Sample the network and every machine from the same seeds and labels and measure their agreement.
 
@@ -120,10 +118,9 @@ def compare(
         checkpoint).
     checkpoint : path, optional
         File that receives every finished sample atomically; an interrupted comparison restarted with the same
-        arguments continues from it and gives the same result as an uninterrupted one.
-    fingerprint : str
-        Identity of the network and machines (e.g. a hash of their files and settings), stored in the
-        checkpoint with the seeds, labels and grid; a checkpoint with another identity is refused.
+        arguments continues from it and gives the same result as an uninterrupted one. The caller keeps it to
+        one identity (``els compare`` keeps it in its :class:`~dlscience.runs.RunFolder`, whose fingerprint
+        covers the network file, schedule, machines and seeds).
 
     Returns
     -------
@@ -134,7 +131,7 @@ def compare(
     InputValidationError
         If n_seeds < 1.
     UserError
-        If ``checkpoint`` belongs to a comparison with other settings.
+        If ``checkpoint`` is damaged (named).
     """
     if n_seeds < 1:
         raise InputValidationError(f"--n-seeds must be >= 1, got {n_seeds}")
@@ -145,17 +142,13 @@ def compare(
     if network.conditional:
         labels = torch.randint(network.num_classes, (n_seeds,), generator=torch.Generator().manual_seed(seed))
 
-    identity = {
-        "fingerprint": fingerprint,
-        "seeds": seeds,
-        "labels": None if labels is None else labels.tolist(),
-        "n_steps": n_steps,
-        "machine_t_start": machine_t_start,
-        "names": ["network", *machines],
-    }
-    state = load_matching(checkpoint, identity, "comparison") if checkpoint is not None else None
+    state = None
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = load_torch(
+            checkpoint, what="comparison checkpoint", fix="delete it to start the comparison afresh"
+        )
     if state is None:
-        state = {"identity": identity, "samples": {}, "done": {}}
+        state = {"samples": {}, "done": {}}
 
     def run(denoiser, sampler, name):
         out = state["samples"].setdefault(name, torch.zeros(n_seeds, C, H, W))

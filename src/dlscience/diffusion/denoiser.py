@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from dlscience.diffusion.schedule import alpha_bar
+from dlscience.diffusion.schedule import alpha_bar, require_tensor
 from dlscience.errors import InputValidationError
 
 __all__ = ["Denoiser"]
@@ -89,6 +89,7 @@ class Denoiser(ABC):
 
     def _validate(self, x_t, t, labels):
         name = type(self).__name__
+        require_tensor(x_t, "x_t", name)
         if not isinstance(x_t, torch.Tensor):
             raise InputValidationError(
                 f"{name}: x_t must be a torch.Tensor of shape (B, C, H, W), got {type(x_t).__name__}"

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from dlscience.diffusion.box_filter import box_sum
 from dlscience.diffusion.denoiser import Denoiser
 from dlscience.diffusion.patch_posterior import DictionaryChunk, merge_identical, posterior_mean
-from dlscience.diffusion.schedule import signal_and_noise
+from dlscience.diffusion.schedule import require_tensor, signal_and_noise
 from dlscience.errors import InputValidationError
 
 __all__ = ["EmpiricalDenoiser", "PatchMatch", "PixelGroups"]
@@ -149,7 +149,8 @@ class EmpiricalDenoiser(Denoiser):
     Raises
     ------
     InputValidationError
-        Wrong shape/dtype, values outside [-1, 1] or non-finite, labels of the wrong length, bad settings.
+        Wrong shape/dtype, values outside [-1, 1] or non-finite, labels of the wrong length, bad settings;
+        ``images`` given as a numpy array (the message says to convert with ``torch.from_numpy``).
     """
 
     def __init__(
@@ -166,6 +167,7 @@ class EmpiricalDenoiser(Denoiser):
         if backend not in BACKENDS:
             raise InputValidationError(f"{name}: backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend
+        require_tensor(images, "images", name)
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise InputValidationError(f"{name}: images must be a tensor (N, C, H, W), got {shape}")

@@ -7,8 +7,6 @@ App. C.2). Outputs are written atomically: JSON, and a figure.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,28 +19,49 @@ from dlscience.diffusion.local_score import LocalDenoiser
 from dlscience.diffusion.patch_schedule import PatchSchedule, resolve_patch_size
 from dlscience.diffusion.training import TrainConfig, load_network, training_images
 from dlscience.errors import InputValidationError, UserError
-from dlscience.results import load_torch, save_figure, write_json, write_npz
+from dlscience.results import load_torch
+from dlscience.runs import RunFolder, digest_array, digest_file
 
 __all__ = ["run_calibrate", "run_compare"]
 
 
-def _training_data(model_path: Path, data_dir: str | None):
-    path = model_path / "model.pt" if model_path.is_dir() else model_path
+CALIBRATE_OUTPUTS = ("schedule.json", "calibration.png", "calibration_checkpoint.pt")
+COMPARE_OUTPUTS = ("compare.json", "compare.png", "compare_samples.npz", "compare_checkpoint.pt")
+
+
+def _model_file(model: Path) -> Path:
+    path = model / "model.pt" if model.is_dir() else model
     if not path.exists():
         raise UserError(f"no model at {path}; train one with `dlscience diffusion train --out FOLDER`")
-    cfg = load_torch(path)["config"]
-    ds = training_images(TrainConfig(**cfg), data_dir)
+    return path
+
+
+def _training_data(model_path: Path, data_dir: str | None):
+    """The saved training config of the model at ``model_path`` and its training set (rebuilt from it).
+
+    Raises UserError (one line naming the file) for a damaged or foreign model file."""
+    path = _model_file(model_path)
+    saved = load_torch(
+        path, what="model", fix="train it again with `dlscience diffusion train`, or give another --model"
+    )
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        raise UserError(f"{path} is not a model written by `dlscience diffusion train`")
+    cfg = saved["config"]
+    try:
+        config = TrainConfig(**cfg)
+    except TypeError:
+        raise UserError(f"{path} holds settings this dlscience does not know; retrain it") from None
+    ds = training_images(config, data_dir)
     return cfg, ds
 
 
-def _fingerprint(model: Path, ds, extra: str) -> str:
-    """16 hex digits identifying a checkpointed job: the network file's bytes, the training images and
-    ``extra`` (the machine name or the schedule)."""
-    model_file = model / "model.pt" if model.is_dir() else model
-    digest = hashlib.sha256(model_file.read_bytes())
-    digest.update(extra.encode())
-    digest.update(ds.images.contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+def _inputs(model: Path, ds) -> dict:
+    """Digests of a job's inputs: the network file and the training images it was trained on."""
+    return {
+        "model": digest_file(_model_file(model)),
+        "training_images": digest_array(ds.images),
+        "training_labels": digest_array(ds.labels),
+    }
 
 
 def run_calibrate(
@@ -55,14 +74,25 @@ def run_calibrate(
     seed: int = 0,
     data_dir: str | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Calibrate the LS or ELS machine's patch size to the network at ``model``; writes ``schedule.json``
     (readable by ``els sample --schedule``) and ``calibration.png`` to ``out``. After every time step the
-    trajectories go to ``calibration_checkpoint.pt``, so rerunning after an interruption continues. Returns the
-    JSON content."""
+    trajectories go to ``calibration_checkpoint.pt``, so rerunning after an interruption continues. ``out`` is a
+    :class:`~dlscience.runs.RunFolder` (command ``els calibrate``) whose identity is the machine, candidates,
+    samples and seed, and the digests of the model file and its training images: a folder of another model or
+    setting is refused unless ``overwrite``. Returns the JSON content.
+
+    Raises UserError for a missing or damaged model (named), missing data, or such a folder."""
+    if machine not in ("els", "ls"):
+        raise InputValidationError(f"machine must be 'els' or 'ls', got {machine!r}")
+    if not candidates or n_samples < 1:
+        raise InputValidationError("calibrate needs at least one candidate patch size and one sample")
+    for P in candidates:
+        resolve_patch_size(P)  # odd positive integers only
     model = Path(model)
-    network = load_network(model)
     cfg, ds = _training_data(model, data_dir)
+    network = load_network(model)
     labels = ds.labels if network.conditional else None
     kw = {"labels": labels, "num_classes": network.num_classes}
     if machine == "ls":
@@ -82,25 +112,45 @@ def run_calibrate(
         bar.total = total
         bar.update(done - bar.n)
 
-    out = Path(out)
-    checkpoint = out / "calibration_checkpoint.pt"
-    try:
-        result = calibrate(
-            network,
-            machine_for,
-            candidates=candidates,
-            n_samples=n_samples,
-            seed=seed,
-            progress=tick,
-            checkpoint=checkpoint,
-            fingerprint=_fingerprint(model, ds, machine),
-        )
-    finally:
-        bar.close()
-    data = {"model": str(model), "machine": machine, "padding": cfg["padding"], **result.to_json()}
-    write_json(out / "schedule.json", data)
-    save_figure(out / "calibration.png", _calibration_figure(result))
-    checkpoint.unlink(missing_ok=True)
+    settings = {
+        "model": str(model),
+        "machine": machine,
+        "candidates": list(candidates),
+        "n_samples": n_samples,
+    }
+    settings.update(seed=seed, data_dir=data_dir)
+    identity = {k: v for k, v in settings.items() if k not in ("model", "data_dir")}
+    run = RunFolder(
+        out,
+        "els calibrate",
+        settings,
+        identity=identity,
+        inputs=_inputs(model, ds),
+        overwrite=overwrite,
+        outputs=CALIBRATE_OUTPUTS,
+    )
+    with run:
+        checkpoint = run.path("calibration_checkpoint.pt")
+        try:
+            result = calibrate(
+                network,
+                machine_for,
+                candidates=candidates,
+                n_samples=n_samples,
+                seed=seed,
+                progress=tick,
+                checkpoint=checkpoint,
+            )
+        except KeyboardInterrupt:
+            run.checkpointed = checkpoint.exists()
+            raise
+        finally:
+            bar.close()
+        data = {"model": str(model), "machine": machine, "padding": cfg["padding"], **result.to_json()}
+        run.write_json("schedule.json", data)
+        run.save_figure("calibration.png", _calibration_figure(result))
+        run.remove("calibration_checkpoint.pt")
+        run.finish()
     return data
 
 
@@ -115,6 +165,7 @@ def run_compare(
     seed: int = 0,
     data_dir: str | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Sample the network and the ELS, LS and IS machines from the same seeds and labels; writes
     ``compare.json`` (per-seed r, r^2, R^2; medians and IQR; win rates), ``compare.png`` (rows network |
@@ -125,8 +176,10 @@ def run_compare(
     ``machines`` is any non-empty subset of ELS, LS, IS (IS needs no schedule).
 
     Every finished sample goes to ``compare_checkpoint.pt`` in ``out``; rerunning the same command after an
-    interruption continues from it (a checkpoint of another network, schedule or seed set is refused). Returns
-    the summary. Raises InputValidationError for an offset other than 0/1 or an unknown or empty machine
+    interruption continues from it. ``out`` is a :class:`~dlscience.runs.RunFolder` (command ``els compare``)
+    whose identity is the schedule, machines and seeds and the digests of the model file and its training
+    images: a folder of another model or schedule is refused unless ``overwrite``. Returns the summary.
+    Raises UserError for a missing or damaged model (named) or missing data. Raises InputValidationError for an offset other than 0/1 or an unknown or empty machine
     list."""
     if schedule_offset not in (0, 1):
         raise InputValidationError(f"schedule offset must be 0 or 1, got {schedule_offset}")
@@ -136,13 +189,13 @@ def run_compare(
         raise InputValidationError(
             f"machines must be a non-empty subset of ELS, LS, IS; got {', '.join(machines) or 'none'}"
         )
+    if n_seeds < 1:
+        raise InputValidationError(f"--n-seeds must be >= 1, got {n_seeds}")
     model = Path(model)
-    network = load_network(model)
     cfg, ds = _training_data(model, data_dir)
+    network = load_network(model)
     sched = resolve_patch_size(int(schedule) if str(schedule).isdigit() else schedule)
     sched = PatchSchedule(sched.sizes, offset=schedule_offset, name=sched.name)
-    out = Path(out)
-    checkpoint = out / "compare_checkpoint.pt"
     kw = {"labels": ds.labels if network.conditional else None, "num_classes": network.num_classes}
     builders = {
         "ELS": lambda: ELSDenoiser(ds.images, sched, cfg["padding"], **kw),
@@ -153,43 +206,68 @@ def run_compare(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=n_seeds * (1 + len(machines)), disable=not progress, desc="compare", unit="sample")
-    try:
-        res = compare(
-            network,
-            machines,
-            n_seeds=n_seeds,
-            seed=seed,
-            progress=lambda name, i: bar.update(1),
-            checkpoint=checkpoint,
-            fingerprint=_fingerprint(
-                model, ds, json.dumps([sched.to_json(), sorted(machines)], sort_keys=True)
-            ),
-        )
-    finally:
-        bar.close()
-    summary = {
+    settings = {
         "model": str(model),
         "schedule": sched.to_json(),
+        "machines": sorted(machines),
         "n_seeds": n_seeds,
-        "summary": res.summary(),
-        "per_seed": {
-            "seeds": res.seeds,
-            "labels": None if res.labels is None else res.labels.tolist(),
-            "r": {k: v.tolist() for k, v in res.r.items()},
-            "R2": {k: v.tolist() for k, v in res.R2.items()},
-        },
+        "seed": seed,
+        "data_dir": data_dir,
     }
-    write_json(out / "compare.json", summary)
-    save_figure(out / "compare.png", _compare_figure(res))
-    write_npz(
-        out / "compare_samples.npz",
-        seeds=np.asarray(res.seeds),
-        labels=np.asarray([] if res.labels is None else res.labels.numpy()),
-        network=res.network.numpy(),
-        **{name: x.numpy() for name, x in res.machines.items()},
+    identity = {k: v for k, v in settings.items() if k not in ("model", "data_dir")}
+    run = RunFolder(
+        out,
+        "els compare",
+        settings,
+        identity=identity,
+        inputs=_inputs(model, ds),
+        overwrite=overwrite,
+        outputs=COMPARE_OUTPUTS,
     )
-    checkpoint.unlink(missing_ok=True)
+    with run:
+        checkpoint = run.path("compare_checkpoint.pt")
+        try:
+            res = compare(
+                network,
+                machines,
+                n_seeds=n_seeds,
+                seed=seed,
+                progress=lambda name, i: bar.update(1),
+                checkpoint=checkpoint,
+            )
+        except KeyboardInterrupt:
+            run.checkpointed = checkpoint.exists()
+            raise
+        finally:
+            bar.close()
+        summary = {
+            "model": str(model),
+            "schedule": sched.to_json(),
+            "n_seeds": n_seeds,
+            "summary": res.summary(),
+            "per_seed": {
+                "seeds": res.seeds,
+                "labels": None if res.labels is None else res.labels.tolist(),
+                "r": {k: v.tolist() for k, v in res.r.items()},
+                "R2": {k: v.tolist() for k, v in res.R2.items()},
+            },
+        }
+        run.write_json("compare.json", summary)
+        run.save_figure("compare.png", _compare_figure(res, model=str(model), class_names=_class_names(ds)))
+        run.write_npz(
+            "compare_samples.npz",
+            seeds=np.asarray(res.seeds),
+            labels=np.asarray([] if res.labels is None else res.labels.numpy()),
+            network=res.network.numpy(),
+            **{name: x.numpy() for name, x in res.machines.items()},
+        )
+        run.remove("compare_checkpoint.pt")
+        run.finish()
     return summary
+
+
+def _class_names(ds):
+    return list(getattr(ds, "class_names", None) or [])
 
 
 def _calibration_figure(result):
@@ -208,14 +286,17 @@ def _calibration_figure(result):
     return fig
 
 
-def _compare_figure(res, n: int = 8):
+def _compare_figure(res, n: int = 8, *, model: str = "", class_names=()):
+    """Rows: the network, then each machine; columns: the first ``n`` seeds. Each column is titled with its
+    seed (and class name for a class-conditional network), each machine panel with its r for that seed; the
+    title names the model and the median r of each machine over all seeds."""
     import matplotlib.pyplot as plt
 
     from dlscience.plotting import to_display
 
     n = min(n, len(res.seeds))
     rows = [("network", res.network)] + list(res.machines.items())
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.3 * n + 0.6, 1.4 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.3 * n + 0.9, 1.5 * len(rows) + 0.6), squeeze=False)
     for r, (name, imgs) in enumerate(rows):
         for i in range(n):
             ax = axes[r, i]
@@ -223,9 +304,22 @@ def _compare_figure(res, n: int = 8):
             ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
-            if name != "network":
-                ax.set_title(f"r={float(res.r[name][i]):.2f}", fontsize=7)
+            if name == "network":
+                title = f"seed {res.seeds[i]}"
+                if res.labels is not None:
+                    label = int(res.labels[i])
+                    cls = class_names[label] if label < len(class_names) else str(label)
+                    title += f"\n{f'class {cls}' if cls.isdigit() else cls}"
+                ax.set_title(title, fontsize=7)
+            else:
+                ax.set_title(f"r = {float(res.r[name][i]):.2f}", fontsize=7)
             if i == 0:
                 ax.set_ylabel(name, fontsize=8)
+    medians = ", ".join(f"{name} {float(res.r[name].quantile(0.5)):.2f}" for name in res.machines)
+    fig.suptitle(
+        f"network vs machines, same seed per column ({model}; "
+        f"{len(res.seeds)} seeds, median r: {medians or 'none'})",
+        fontsize=8,
+    )
     fig.tight_layout()
     return fig

@@ -10,18 +10,16 @@ analytic denoiser (boundary-broken ELS by default) from seeded noise and writes,
                        the provenance (training image index, row and column per pixel);
 * ``run.json``      -- settings, data source, timings per step (and each sample's share of its class batch),
                        summary numbers;
-* ``checkpoint.pt`` -- the sampler state after every step; an interrupted run resumes from it.
+* ``checkpoint.pt`` -- the sampler state after every step; an interrupted run resumes from it;
+* ``manifest.json`` -- the run folder's record (:class:`~dlscience.runs.RunFolder`).
 
 Every output file is written atomically. Bad settings are rejected before anything is written.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import platform
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,9 +34,11 @@ from dlscience.diffusion.local_score import LocalDenoiser
 from dlscience.diffusion.patch_schedule import PRESETS, PatchSchedule, resolve_patch_size
 from dlscience.diffusion.sampler import DDIMSampler
 from dlscience.errors import InputValidationError, UserError
-from dlscience.results import load_torch, save_figure, save_torch, write_json, write_npz
+from dlscience.runs import RunFolder, digest_array
 
-__all__ = ["SampleConfig", "run_sample_job", "build_machine", "MACHINES"]
+__all__ = ["SampleConfig", "run_sample_job", "build_machine", "MACHINES", "OUTPUTS"]
+
+OUTPUTS = ("checkpoint.pt", "samples.npz", "samples.png", "run.json")
 
 MACHINES = ("els", "ls", "is")
 _DEFAULT_SIZE = {"fashion-mnist": 32, "mnist": 32, "cifar10": None, "digits": None}
@@ -167,16 +167,12 @@ def _validate(config: SampleConfig) -> None:
         )
 
 
-def _fingerprint(config: SampleConfig, images: torch.Tensor) -> str:
-    """Hash of everything that determines the outputs: the settings and the training images themselves, so a
-    checkpoint is never resumed on other data."""
+def _identity(config: SampleConfig) -> dict:
+    """The settings that determine the outputs (the data folder's location and the memory bound do not)."""
     d = asdict(config)
     for key in ("memory_limit", "data_dir", "download"):
         d.pop(key)
-    h = hashlib.sha256(json.dumps(d, sort_keys=True).encode())
-    h.update(str(tuple(images.shape)).encode())
-    h.update(images.contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return d
 
 
 def run_sample_job(
@@ -189,11 +185,14 @@ def run_sample_job(
     config : SampleConfig
         Run settings.
     out : str or Path
-        Output folder (created). A folder holding an unfinished run with the same settings is resumed.
+        The run folder (:class:`~dlscience.runs.RunFolder`, command ``els sample``; created). Its identity is
+        the settings and the digests of the training images: a folder of the same identity resumes from its
+        checkpoint; one of another run, or written before run manifests, is refused without ``overwrite``.
     progress : bool
         Show a progress bar (one tick per sampler step).
     overwrite : bool
-        Discard a run with different settings found in ``out`` instead of refusing.
+        Replace a run of other settings in ``out`` (removing every file it wrote), or a damaged checkpoint of
+        this one, instead of refusing.
 
     Returns
     -------
@@ -203,7 +202,10 @@ def run_sample_job(
     Raises
     ------
     UserError
-        Bad settings, a missing dataset, or ``out`` holding a different run (without ``overwrite``).
+        Bad settings, a missing dataset, ``out`` holding a different run (without ``overwrite``), or a
+        damaged checkpoint (named); nothing is written then.
+    RunInterrupted
+        On SIGINT/SIGTERM; the message says whether progress was saved.
     """
     config = config.resolved()
     _validate(config)
@@ -242,36 +244,41 @@ def run_sample_job(
         num_classes if config.conditional else None,
     )
     sampler = DDIMSampler(config.n_steps, config.t_start)
-    times = sampler.timesteps()
     C, H, W = machine.image_shape
     seeds = [config.seed + i for i in range(config.n_samples)]
     noise = torch.stack([torch.randn(C, H, W, generator=torch.Generator().manual_seed(s)) for s in seeds])
-    fingerprint = _fingerprint(config, ds.images)
-
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a folder (it is created if missing)")
-    ckpt_path = out / "checkpoint.pt"
-    state = None
-    if ckpt_path.exists():
+    run = RunFolder(
+        out,
+        "els sample",
+        asdict(config),
+        identity=_identity(config),
+        inputs={"training_images": digest_array(ds.images), "training_labels": digest_array(ds.labels)},
+        overwrite=overwrite,
+        outputs=OUTPUTS,
+        legacy=OUTPUTS,
+    )
+    with run:
         try:
-            state = load_torch(ckpt_path)
-        except Exception as exc:  # unreadable checkpoint (ours are written atomically): start again, loudly
-            warnings.warn(
-                f"ignoring unreadable checkpoint {ckpt_path} ({exc}); starting afresh", stacklevel=2
-            )
-            state = None
-        if state is not None and state.get("fingerprint") != fingerprint:
+            state = run.load_checkpoint("checkpoint.pt")
+        except UserError:
             if not overwrite:
-                raise UserError(
-                    f"{out} holds a run with different settings; choose another --out, or pass --overwrite "
-                    "to discard it"
-                )
+                raise
+            run.remove("checkpoint.pt")  # --overwrite: a damaged checkpoint of these settings starts afresh
             state = None
-    if state is None:
-        state = {"fingerprint": fingerprint, "groups": {}}
-    out.mkdir(parents=True, exist_ok=True)
+        if state is None or not isinstance(state, dict) or "groups" not in state:
+            state = {"fingerprint": run.fingerprint, "groups": {}}
+        summary = _sample_in(run, config, ds, machine, sampler, noise, seeds, labels, state, progress)
+        summary["timings"]["load_seconds"] = load_seconds
+        run.write_json("run.json", summary)
+        run.finish()
+    return summary
 
+
+def _sample_in(run, config, ds, machine, sampler, noise, seeds, labels, state, progress) -> dict:
+    """The body of :func:`run_sample_job` inside its open run folder: sample (checkpointing every step),
+    then write samples.npz and samples.png; returns the summary (``run.json``, written by the caller)."""
+    times = sampler.timesteps()
+    C, H, W = machine.image_shape
     # samples with the same label share one batch (and one pass over their class dictionary)
     group_keys = sorted(set(labels)) if labels is not None else [-1]
     members = {
@@ -308,7 +315,7 @@ def run_sample_job(
                     }
                 gs["step_seconds"].append(time.perf_counter() - t0)
                 gs["x"] = x
-                save_torch(ckpt_path, state)
+                run.save_checkpoint(state, "checkpoint.pt")
                 bar.update(1)
     finally:
         bar.close()
@@ -342,8 +349,8 @@ def run_sample_job(
     background = (outputs <= float(ds.images.min()) + 1e-3).all(dim=1)
     n_sources = [int(torch.unique(prov["image_index"][i][~background[i]]).numel()) for i in range(B)]
 
-    write_npz(
-        out / "samples.npz",
+    run.write_npz(
+        "samples.npz",
         seeds=np.array(seeds),
         labels=np.array(labels if labels else [-1] * B),
         noise=noise,
@@ -357,7 +364,7 @@ def run_sample_job(
     )
     summary = {
         "command": "dlscience els sample",
-        "fingerprint": fingerprint,
+        "fingerprint": run.fingerprint,
         "settings": {k: v for k, v in asdict(config).items()},
         "schedule": getattr(machine, "schedule", None) and machine.schedule.to_json(),
         "data": {
@@ -382,7 +389,7 @@ def run_sample_job(
         ],
         "train_nearest_neighbour_distance_median": float(train_nn.median()),
         "timings": {
-            "load_seconds": load_seconds,
+            "load_seconds": None,
             "wall_seconds_this_invocation": run_seconds,  # steps, checkpoints and progress of this run
             # machine time over all invocations (a resumed run adds up its parts)
             "sampling_seconds_total": sum(sum(s["step_seconds"]) for s in state["groups"].values()),
@@ -395,11 +402,10 @@ def run_sample_job(
             "machine": platform.machine(),
         },
     }
-    save_figure(
-        out / "samples.png",
+    run.save_figure(
+        "samples.png",
         _figure(ds, config, outputs, nn_index, nn_dist, prov, labels, n_sources, background),
     )
-    write_json(out / "run.json", summary)
     return summary
 
 

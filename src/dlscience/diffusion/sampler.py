@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from dlscience.diffusion.denoiser import Denoiser
-from dlscience.diffusion.schedule import signal_and_noise
+from dlscience.diffusion.schedule import require_tensor, signal_and_noise
 from dlscience.errors import InputValidationError
 
 __all__ = ["DDIMSampler"]
@@ -101,7 +101,14 @@ class DDIMSampler:
         -------
         Tensor of x_start's shape and dtype
             x0_hat at the last evaluation time 1 / n_steps.
+
+        Raises
+        ------
+        InputValidationError
+            ``x_start`` is not a torch.Tensor (a numpy array: convert with ``torch.from_numpy``),
+            or ``start_index`` is outside the grid.
         """
+        require_tensor(x_start, "x_start", "DDIMSampler.sample")
         times = self.timesteps()
         if not 0 <= start_index < len(times):
             raise InputValidationError(f"start_index={start_index} outside [0, {len(times)})")

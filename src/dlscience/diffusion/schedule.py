@@ -66,6 +66,26 @@ def signal_and_noise(t: float) -> tuple[float, float]:
     return math.sqrt(ab), math.sqrt(max(1.0 - ab, 0.0))
 
 
+def require_tensor(value, argument: str, owner: str, *, optional: bool = False):
+    """``value`` if it is a torch.Tensor (or None with ``optional``), else an InputValidationError naming
+    ``owner`` and ``argument``; a numpy array is told to convert with ``torch.from_numpy``.
+
+    Raises
+    ------
+    InputValidationError
+        ``value`` is not a tensor.
+    """
+    if isinstance(value, torch.Tensor) or (optional and value is None):
+        return value
+    kind = type(value).__name__
+    if type(value).__module__.split(".")[0] == "numpy":
+        raise InputValidationError(
+            f"{owner}: {argument} is a numpy {kind}, not a torch.Tensor; convert with "
+            f"torch.from_numpy({argument})"
+        )
+    raise InputValidationError(f"{owner}: {argument} must be a torch.Tensor, got {kind}")
+
+
 def add_noise(
     x0: torch.Tensor,
     t: float,
@@ -89,7 +109,14 @@ def add_noise(
     -------
     Tensor of x0's shape and dtype
         The noisy images x_t.
+
+    Raises
+    ------
+    InputValidationError
+        ``x0`` or ``eps`` is not a torch.Tensor (a numpy array: convert with ``torch.from_numpy``).
     """
+    require_tensor(x0, "x0", "add_noise")
+    require_tensor(eps, "eps", "add_noise", optional=True)
     a, sigma = signal_and_noise(t)
     if eps is None:
         eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)

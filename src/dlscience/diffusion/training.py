@@ -9,28 +9,35 @@ per step with one thread each). At that learning rate the ResNet's last iterate 
 agreement with the ELS machine, swing from one checkpoint to the next, so the cpu ResNet keeps an exponential
 moving average of its weights (``ema_decay``; a standard practice the paper does not use) and samples that.
 
-Every ``checkpoint_every`` steps the model, optimiser, learning-rate schedule, step and the data/noise random
-generator are written atomically to ``checkpoint.pt``; running the same command again continues from there and
-reaches exactly the state an uninterrupted run would.
+The steps run in the shared :func:`~dlscience.training_loop.train_loop` (the weight average is updated inside
+the step) inside a :class:`~dlscience.runs.RunFolder` (command ``diffusion train``; identity: the settings
+and the digest of the training images). Every ``checkpoint_every`` steps the model, optimiser, learning-rate
+schedule, weight average, step and the data/noise random generator are written atomically to
+``checkpoint.pt``; running the same command again continues from there and reaches exactly the state an
+uninterrupted run would. Folders written before run manifests are adopted (their checkpoint checks the
+settings).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from dlscience.checkpoint import TrainingCheckpoint, record_loss
+from dlscience.checkpoint import TrainingCheckpoint
 from dlscience.data import load_images
 from dlscience.diffusion.networks import ARCHITECTURES, UP_PROJECTIONS, NetworkDenoiser, build_network
 from dlscience.diffusion.schedule import alpha_bar
 from dlscience.errors import InputValidationError, UserError
-from dlscience.results import load_torch, save_torch, write_json
+from dlscience.results import load_torch
+from dlscience.runs import RunFolder, digest_array
+from dlscience.training_loop import new_state, train_loop
 
-__all__ = ["TrainConfig", "train", "training_images", "load_network", "PRESETS"]
+__all__ = ["TrainConfig", "train", "training_images", "load_network", "PRESETS", "OUTPUTS"]
+
+OUTPUTS = ("checkpoint.pt", "model.pt", "train.json")
 
 # The cpu ResNet keeps a weight average: at lr 1e-3 its last iterate's samples swing from checkpoint to
 # checkpoint (median r with the same ELS samples 0.53-0.90 at checkpoints 250-550 steps apart), its average's
@@ -113,11 +120,13 @@ class TrainConfig:
             raise InputValidationError(
                 f"--up-projection must be one of {UP_PROJECTIONS}, got {self.up_projection!r}"
             )
-        for name in ("batch_size", "steps", "checkpoint_every"):
+        for name in ("width", "batch_size", "steps", "checkpoint_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InputValidationError(f"--{name.replace('_', '-')} must be >= 1")
         p = PRESETS[self.preset][self.arch]
         ema_decay = p["ema_decay"] if self.ema_decay is None else self.ema_decay
+        if self.lr is not None and not self.lr > 0:
+            raise InputValidationError(f"--lr must be > 0, got {self.lr}")
         if not 0.0 <= ema_decay < 1.0:
             raise InputValidationError(
                 f"--ema-decay must be in [0, 1) (0 = no average, 0.999 typical), got {ema_decay}"
@@ -125,10 +134,10 @@ class TrainConfig:
         size = self.image_size or (32 if self.dataset in ("mnist", "fashion-mnist") else None)
         return replace(
             self,
-            width=self.width or p["width"],
-            lr=self.lr or p["lr"],
-            batch_size=self.batch_size or p["batch_size"],
-            steps=self.steps or p["steps"],
+            width=p["width"] if self.width is None else self.width,
+            lr=p["lr"] if self.lr is None else self.lr,
+            batch_size=p["batch_size"] if self.batch_size is None else self.batch_size,
+            steps=p["steps"] if self.steps is None else self.steps,
             ema_decay=ema_decay,
             image_size=size,
         )
@@ -161,7 +170,14 @@ def _resume_settings(config: TrainConfig) -> dict:
     return d
 
 
-def train(config: TrainConfig, out: str | Path, *, progress: bool = True, device: str = "cpu") -> dict:
+def train(
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    device: str = "cpu",
+    overwrite: bool = False,
+) -> dict:
     """Train (or resume training) a diffusion network and write checkpoints, the model and a loss log to ``out``.
 
     Parameters
@@ -175,6 +191,8 @@ def train(config: TrainConfig, out: str | Path, *, progress: bool = True, device
         Show a progress bar with the running loss.
     device : str
         Torch device ("cpu", or "cuda" where available).
+    overwrite : bool
+        Replace a run of other settings in ``out`` (removing every file it wrote) instead of refusing it.
 
     Returns
     -------
@@ -184,7 +202,11 @@ def train(config: TrainConfig, out: str | Path, *, progress: bool = True, device
     Raises
     ------
     UserError
-        Bad settings, missing data, or ``out`` holding a run with other settings.
+        Bad settings, missing data, ``out`` holding a run with other settings (or training images), or a
+        damaged checkpoint (named); nothing is written then. A folder written before run manifests is adopted
+        (its checkpoint checks the settings).
+    RunInterrupted
+        On SIGINT/SIGTERM, after the current step is saved.
     """
     config = config.resolved()
     ds = training_images(config)
@@ -221,58 +243,86 @@ def train(config: TrainConfig, out: str | Path, *, progress: bool = True, device
         generator=gen,
         averaged=averaged,
     )
-    state, _ = ckpt.restore(
-        {"step": 0, "losses": [], "seconds": 0.0},
-        other_settings=f"{out} holds a training run with other settings; choose another --out",
+    run = RunFolder(
+        out,
+        "diffusion train",
+        asdict(config),
+        identity=_resume_settings(config),
+        inputs={"training_images": digest_array(ds.images), "training_labels": digest_array(ds.labels)},
+        overwrite=overwrite,
+        outputs=OUTPUTS,
+        legacy=OUTPUTS,
+        adopt_legacy=True,
     )
-    out.mkdir(parents=True, exist_ok=True)
+
+    def restore() -> dict:
+        state, _ = ckpt.restore(
+            new_state(),
+            other_settings=f"{ckpt.path} holds a training run with other settings; rerun with --overwrite to "
+            "start afresh, or use another --out",
+        )
+        return state
+
+    # Without --overwrite the checkpoint is read before the folder is opened, so that a damaged checkpoint or
+    # one of other settings (also in a folder written before manifests) is refused before anything is written.
+    state = None if overwrite else restore()
+    with run:
+        run.path("checkpoint.pt")
+        try:
+            state = restore() if state is None else state
+            return _train_in(run, config, ds, ckpt, state, progress, device)
+        except KeyboardInterrupt:
+            run.checkpointed = ckpt.path.exists()
+            raise
+
+
+def _train_in(run, config, ds, ckpt, state, progress, device) -> dict:
+    """The body of :func:`train` inside its open run folder: the steps, then the model and the log."""
+    model, opt, sched, gen, averaged = (
+        ckpt.model,
+        ckpt.optimizer,
+        ckpt.scheduler,
+        ckpt.generator,
+        ckpt.averaged,
+    )
+    num_classes = len(ds.class_names) if config.conditional else None
+    C, H, W = ds.images.shape[1:]
     images = ds.images.to(device)
     labels = ds.labels.to(device)
 
-    from tqdm.auto import tqdm
+    def step() -> float:
+        idx = torch.randint(len(ds), (config.batch_size,), generator=gen)
+        t = torch.randint(0, 1000, (config.batch_size,), generator=gen).double() / 1000
+        eps = torch.randn((config.batch_size, C, H, W), generator=gen)
+        ab = alpha_bar(t).float().view(-1, 1, 1, 1)
+        x0 = images[idx]
+        x_t = ab.sqrt().to(device) * x0 + (1 - ab).sqrt().to(device) * eps.to(device)
+        pred = model(x_t, t.float().to(device), labels[idx] if num_classes else None)
+        loss = nn.functional.mse_loss(pred, eps.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if averaged is not None:
+            if averaged.n_averaged.item() == 0:
+                state["ema_start_step"] = state["step"]
+            averaged.update_parameters(model)
+        return loss.item()
 
-    bar = tqdm(
-        total=config.steps,
-        initial=state["step"],
-        disable=not progress,
-        unit="step",
-        desc=f"train {config.arch}",
-        dynamic_ncols=True,
-    )
     model.train()
-    t0 = time.perf_counter()
-    try:
-        while state["step"] < config.steps:
-            idx = torch.randint(len(ds), (config.batch_size,), generator=gen)
-            t = torch.randint(0, 1000, (config.batch_size,), generator=gen).double() / 1000
-            eps = torch.randn((config.batch_size, C, H, W), generator=gen)
-            ab = alpha_bar(t).float().view(-1, 1, 1, 1)
-            x0 = images[idx]
-            x_t = ab.sqrt().to(device) * x0 + (1 - ab).sqrt().to(device) * eps.to(device)
-            pred = model(x_t, t.float().to(device), labels[idx] if num_classes else None)
-            loss = nn.functional.mse_loss(pred, eps.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if averaged is not None:
-                if averaged.n_averaged.item() == 0:
-                    state["ema_start_step"] = state["step"]
-                averaged.update_parameters(model)
-            state["step"] += 1
-            if record_loss(state, loss.item(), final=state["step"] == config.steps):
-                bar.set_postfix(loss=f"{state['losses'][-1][1]:.4f}")
-            bar.update(1)
-            if state["step"] % config.checkpoint_every == 0 or state["step"] == config.steps:
-                state["seconds"] += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                ckpt.save(state)
-    finally:
-        bar.close()
+    train_loop(
+        step,
+        state,
+        steps=config.steps,
+        checkpoint=ckpt,
+        checkpoint_every=config.checkpoint_every,
+        progress=progress,
+        desc=f"train {config.arch}",
+    )
     saved = {"config": asdict(config), "model": model.state_dict()}
     if averaged is not None and averaged.n_averaged.item() > 0:
         saved.update(model=averaged.module.state_dict(), model_raw=model.state_dict())
-    save_torch(out / "model.pt", {**saved, "image_shape": [C, H, W], "num_classes": num_classes})
+    run.save_torch("model.pt", {**saved, "image_shape": [C, H, W], "num_classes": num_classes})
     summary = {
         "command": "dlscience diffusion train",
         "settings": asdict(config),
@@ -283,7 +333,8 @@ def train(config: TrainConfig, out: str | Path, *, progress: bool = True, device
         "parameters": sum(p.numel() for p in model.parameters()),
         "data": {"name": ds.name, "source": ds.source, "n_train": len(ds)},
     }
-    write_json(out / "train.json", summary)
+    run.write_json("train.json", summary)
+    run.finish(steps=state["step"])
     return summary
 
 
@@ -300,7 +351,9 @@ def load_network(path: str | Path, device: str = "cpu", *, raw: bool = False) ->
         path = path / "model.pt"
     if not path.exists():
         raise UserError(f"no model at {path}; train one with `dlscience diffusion train --out FOLDER`")
-    saved = load_torch(path)
+    saved = load_torch(
+        path, what="model", fix="train it again with `dlscience diffusion train`, or give another --model"
+    )
     if not isinstance(saved, dict) or "model" not in saved or "config" not in saved:
         raise UserError(f"{path} is not a model written by `dlscience diffusion train`")
     cfg = saved["config"]
