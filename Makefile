@@ -9,7 +9,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: demo test lint bench data venv clean
 
 demo: venv data
-	$(BIN)/dlscience els sample --dataset fashion-mnist --out results/els_sample
+	$(BIN)/dlscience els sample --dataset fashion-mnist --out results/els_sample --overwrite
 
 test: venv data
 	$(BIN)/ruff check src tests benchmarks experiments
