@@ -50,6 +50,7 @@ __all__ = [
     "allow_negative_values",
     "add_study",
     "add_command",
+    "job_options",
 ]
 
 
@@ -248,6 +249,12 @@ def add_command(cmds: argparse._SubParsersAction, name: str, help: str, descript
     if func is not None:
         parser.set_defaults(func=func)
     return parser
+
+
+def job_options(args: argparse.Namespace) -> dict:
+    """The common run options a job function takes, from parsed arguments: ``progress`` and ``overwrite``
+    (those of them the command has), for ``job(..., **job_options(args))``."""
+    return {name: getattr(args, name) for name in ("progress", "overwrite") if hasattr(args, name)}
 
 
 # ----------------------------------------------------------------------------------------------- options

@@ -112,6 +112,13 @@ class ImageDataset:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def digests(self) -> dict[str, str]:
+        """SHA-256 digests (16 hex digits) of the images and labels, a run folder's record of its inputs
+        (:class:`dlscience.runs.RunFolder`): ``{"training_images": ..., "training_labels": ...}``."""
+        from dlscience.runs import digest_array
+
+        return {"training_images": digest_array(self.images), "training_labels": digest_array(self.labels)}
+
     def __repr__(self) -> str:
         return (
             f"ImageDataset(name={self.name!r}, n={len(self)}, "

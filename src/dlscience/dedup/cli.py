@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dlscience import cli_options as opt
 from dlscience.cli_options import add_command, add_run_options, add_study, out_folder, positive_int
 from dlscience.errors import InputValidationError, UserError
 
@@ -222,8 +223,7 @@ def _run_embed(args: argparse.Namespace) -> None:
         args.out,
         model=args.model,
         batch_size=args.batch_size,
-        progress=args.progress,
-        overwrite=args.overwrite,
+        **opt.job_options(args),
     )
     print(f"embedded {len(texts)} texts into {args.out}/embeddings.npy")
 
@@ -263,8 +263,7 @@ def _run_dedup(args: argparse.Namespace) -> None:
         stage=args.stage,
         workers=getattr(args, "workers", None),
         scheduler=getattr(args, "scheduler", None),
-        overwrite=args.overwrite,
-        progress=args.progress,
+        **opt.job_options(args),
     )
     _print_summary(args, summary, embeddings.vectors.shape[0])
 
@@ -307,8 +306,7 @@ def _run_all(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         workers=args.workers,
         scheduler=args.scheduler,
-        overwrite=args.overwrite,
-        progress=args.progress,
+        **opt.job_options(args),
     )
     _print_summary(args, summary, summary["n"])
 

@@ -305,7 +305,7 @@ def _run_sample(args: argparse.Namespace) -> None:
         precision=args.precision,
         memory_limit=args.memory_limit,
     )
-    summary = run_sample_job(config, args.out, progress=args.progress, overwrite=args.overwrite)
+    summary = run_sample_job(config, args.out, **opt.job_options(args))
     print(
         f"wrote {args.out}/samples.png, samples.npz, run.json "
         f"({summary['timings']['sampling_seconds_total']:.0f} s of sampling)"
@@ -360,8 +360,7 @@ def _run_calibrate(args: argparse.Namespace) -> None:
         n_samples=args.n_samples,
         seed=args.seed,
         data_dir=args.data_dir,
-        progress=args.progress,
-        overwrite=args.overwrite,
+        **opt.job_options(args),
     )
     print(f"wrote {args.out}/schedule.json: {data['sizes']}")
 
@@ -378,8 +377,7 @@ def _run_compare(args: argparse.Namespace) -> None:
         n_seeds=args.n_seeds,
         seed=args.seed,
         data_dir=args.data_dir,
-        progress=args.progress,
-        overwrite=args.overwrite,
+        **opt.job_options(args),
     )
     print(f"wrote {args.out}/compare.json, compare.png")
     print(f"{'machine':<8} {'median r':>9} {'IQR r':>15} {'median r^2':>11} {'median R^2':>11}")

@@ -20,7 +20,7 @@ from dlscience.diffusion.patch_schedule import PatchSchedule, resolve_patch_size
 from dlscience.diffusion.training import TrainConfig, load_network, training_images
 from dlscience.errors import InputValidationError, UserError
 from dlscience.results import load_torch
-from dlscience.runs import RunFolder, digest_array, digest_file
+from dlscience.runs import RunFolder, digest_file
 
 __all__ = ["run_calibrate", "run_compare"]
 
@@ -57,11 +57,7 @@ def _training_data(model_path: Path, data_dir: str | None):
 
 def _inputs(model: Path, ds) -> dict:
     """Digests of a job's inputs: the network file and the training images it was trained on."""
-    return {
-        "model": digest_file(_model_file(model)),
-        "training_images": digest_array(ds.images),
-        "training_labels": digest_array(ds.labels),
-    }
+    return {"model": digest_file(_model_file(model)), **ds.digests()}
 
 
 def run_calibrate(

@@ -34,7 +34,7 @@ from dlscience.diffusion.local_score import LocalDenoiser
 from dlscience.diffusion.patch_schedule import PRESETS, PatchSchedule, resolve_patch_size
 from dlscience.diffusion.sampler import DDIMSampler
 from dlscience.errors import InputValidationError, UserError
-from dlscience.runs import RunFolder, digest_array
+from dlscience.runs import RunFolder
 
 __all__ = ["SampleConfig", "run_sample_job", "build_machine", "MACHINES", "OUTPUTS"]
 
@@ -252,7 +252,7 @@ def run_sample_job(
         "els sample",
         asdict(config),
         identity=_identity(config),
-        inputs={"training_images": digest_array(ds.images), "training_labels": digest_array(ds.labels)},
+        inputs=ds.digests(),
         overwrite=overwrite,
         outputs=OUTPUTS,
         legacy=OUTPUTS,

@@ -32,7 +32,7 @@ from dlscience.diffusion.networks import ARCHITECTURES, UP_PROJECTIONS, NetworkD
 from dlscience.diffusion.schedule import alpha_bar
 from dlscience.errors import InputValidationError, UserError
 from dlscience.results import load_torch
-from dlscience.runs import RunFolder, digest_array
+from dlscience.runs import RunFolder
 from dlscience.training_loop import new_state, train_loop
 
 __all__ = ["TrainConfig", "train", "training_images", "load_network", "PRESETS", "OUTPUTS"]
@@ -248,7 +248,7 @@ def train(
         "diffusion train",
         asdict(config),
         identity=_resume_settings(config),
-        inputs={"training_images": digest_array(ds.images), "training_labels": digest_array(ds.labels)},
+        inputs=ds.digests(),
         overwrite=overwrite,
         outputs=OUTPUTS,
         legacy=OUTPUTS,

@@ -11,17 +11,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from dlscience.cli_options import (
-    HelpFormatter,
-    add_preset,
-    add_run_options,
-    add_seed,
-    add_study,
-    nonnegative_float,
-    nonnegative_int,
-    positive_float,
-    positive_int,
-)
+from dlscience import cli_options as opt
 
 __all__ = ["register"]
 
@@ -60,10 +50,10 @@ def _training_command(cmds, name: str, *, help: str, description: str, tasks: tu
     options they share."""
     from dlscience.icl.training import PRESETS
 
-    p = cmds.add_parser(name, help=help, description=description, formatter_class=HelpFormatter)
+    p = cmds.add_parser(name, help=help, description=description, formatter_class=opt.HelpFormatter)
     p.set_defaults(func=func)
     p.add_argument("--tasks", type=tasks[0], default=tasks[1], help=tasks[2])
-    add_preset(
+    opt.add_preset(
         p,
         tuple(PRESETS),
         "cpu",
@@ -74,9 +64,11 @@ def _training_command(cmds, name: str, *, help: str, description: str, tasks: tu
     p.add_argument(
         "--config", dest="preset", choices=tuple(PRESETS), default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
-    p.add_argument("--n-dims", type=positive_int, default=8, help="D, input dimension")
-    p.add_argument("--n-points", type=positive_int, default=16, help="K, (x, y) pairs per sequence")
-    p.add_argument("--noise-variance", type=positive_float, default=0.25, help="sigma^2 of the label noise")
+    p.add_argument("--n-dims", type=opt.positive_int, default=8, help="D, input dimension")
+    p.add_argument("--n-points", type=opt.positive_int, default=16, help="K, (x, y) pairs per sequence")
+    p.add_argument(
+        "--noise-variance", type=opt.positive_float, default=0.25, help="sigma^2 of the label noise"
+    )
     for option, what in [
         ("--n-layer", "transformer layers"),
         ("--n-embd", "embedding width"),
@@ -85,13 +77,13 @@ def _training_command(cmds, name: str, *, help: str, description: str, tasks: tu
         ("--steps", "optimiser steps"),
         ("--eval-samples", "sequences per evaluation set"),
     ]:
-        p.add_argument(option, type=positive_int, default=None, help=f"{what} (default: from --preset)")
+        p.add_argument(option, type=opt.positive_int, default=None, help=f"{what} (default: from --preset)")
     p.add_argument(
-        "--lr", type=positive_float, default=1e-3, help="peak learning rate of the triangle schedule"
+        "--lr", type=opt.positive_float, default=1e-3, help="peak learning rate of the triangle schedule"
     )
-    p.add_argument("--eval-every", type=positive_int, default=500, help="steps between evaluations")
-    p.add_argument("--task-seed", type=nonnegative_int, default=0, help="seed of the task pool")
-    add_run_options(p, out=None, seed_help="seed of the initialisation and the data stream")
+    p.add_argument("--eval-every", type=opt.positive_int, default=500, help="steps between evaluations")
+    p.add_argument("--task-seed", type=opt.nonnegative_int, default=0, help="seed of the task pool")
+    opt.add_run_options(p, out=None, seed_help="seed of the initialisation and the data stream")
 
 
 def _config(args, n_tasks=None):
@@ -122,7 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from dlscience.icl.tasks import MAX_TASKS
 
     summary = "in-context linear regression and task diversity (Raventos et al. 2023)"
-    cmds = add_study(sub, "icl", help=summary, description=DESCRIPTION)
+    cmds = opt.add_study(sub, "icl", help=summary, description=DESCRIPTION)
     _training_command(
         cmds,
         "train",
@@ -164,7 +156,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     sweep.add_argument(
         "--pair-tol",
-        type=nonnegative_float,
+        type=opt.nonnegative_float,
         default=0.0,
         help="gaps between the two budgets' Delta(PT, ridge) up to this count as equal (evaluation noise)",
     )
@@ -175,7 +167,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "M, the mean error of dMMSE and ridge on both task distributions. dMMSE weighs all M pool tasks at "
         "every position of every sequence, so its time grows linearly with M: M is at most 2^16 (minutes with "
         "4096 sequences).",
-        formatter_class=HelpFormatter,
+        formatter_class=opt.HelpFormatter,
     )
     p.add_argument(
         "--tasks",
@@ -183,18 +175,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="4,64,1024",
         help="comma-separated M values, each once (integers up to 2^16, 2^k, inf)",
     )
-    p.add_argument("--n-dims", type=positive_int, default=8, help="D")
-    p.add_argument("--n-points", type=positive_int, default=16, help="K")
-    p.add_argument("--noise-variance", type=positive_float, default=0.25, help="sigma^2")
-    p.add_argument("--samples", type=positive_int, default=4096, help="sequences per estimate")
-    add_seed(p, help="seed of the evaluation sequences and the pool")
+    p.add_argument("--n-dims", type=opt.positive_int, default=8, help="D")
+    p.add_argument("--n-points", type=opt.positive_int, default=16, help="K")
+    p.add_argument("--noise-variance", type=opt.positive_float, default=0.25, help="sigma^2")
+    p.add_argument("--samples", type=opt.positive_int, default=4096, help="sequences per estimate")
+    opt.add_seed(p, help="seed of the evaluation sequences and the pool")
     p.set_defaults(func=_run_baselines)
 
 
 def _run_train(args: argparse.Namespace) -> None:
     from dlscience.icl.training import train
 
-    log = train(_config(args, args.tasks), args.out, progress=args.progress, overwrite=args.overwrite)
+    log = train(_config(args, args.tasks), args.out, **opt.job_options(args))
     final = log["evals"][-1]
     for dist in ("true", "pretrain"):
         errs = ", ".join(f"{k} {v:.4f}" for k, v in final[dist]["mean_error"].items())
@@ -209,8 +201,7 @@ def _run_sweep(args: argparse.Namespace) -> None:
         args.tasks,
         _config(args),
         args.out,
-        progress=args.progress,
-        overwrite=args.overwrite,
+        **opt.job_options(args),
         budget_pair=args.budget_pair,
         pair_tol=args.pair_tol,
     )

@@ -179,9 +179,7 @@ def _run_phase_diagram(args: argparse.Namespace) -> None:
             sorted({0, *(c for c in (10**k for k in range(8)) if c < args.steps), args.steps})
         )
     cfg = replace(cfg, seed=args.seed, **overrides)
-    summary = run_phase_diagram(
-        cfg, args.out, progress=args.progress, overwrite=args.overwrite, preset=args.preset
-    )
+    summary = run_phase_diagram(cfg, args.out, **opt.job_options(args), preset=args.preset)
     last = summary["records"][-1]
     print(f"step {last['step']}: seed-mean test loss over (tau rows, delta columns)")
     print("tau \\ delta " + " ".join(f"{d:>8.2f}" for d in cfg.deltas))
@@ -208,7 +206,7 @@ def _run_grokking(args: argparse.Namespace) -> None:
         grok_accuracy=args.grok_accuracy,
         compensate=args.compensate,
     )
-    summary = run_grokking(cfg, args.out, progress=args.progress, overwrite=args.overwrite)
+    summary = run_grokking(cfg, args.out, **opt.job_options(args))
     print(f"{'scale s':>8} {'mean delta_i':>13} {'fit step':>9} {'grok steps (per seed)':>24}")
     for row in summary["per_scale"]:
         fit = "n/a" if row["median_fit_step"] is None else f"{row['median_fit_step']:.0f}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from dlscience import cli_options as opt
 from dlscience.cli_options import (
     add_command,
     add_run_options,
@@ -234,7 +235,7 @@ def _run_maps(args: argparse.Namespace) -> None:
 
     data = maps_job(_params(args), n_tokens=args.n_tokens, layers=args.layers, q0=args.q0, rho0=args.rho0,
                     simulate=args.simulate, width=args.width, networks=args.networks, seed=args.seed,
-                    out=args.out, overwrite=args.overwrite)  # fmt: skip
+                    out=args.out, **opt.job_options(args))  # fmt: skip
     print("\n".join(maps_lines(data)))
     print(f"wrote {args.out}/maps.json, maps.png")
 
@@ -249,7 +250,7 @@ def _run_phase(args: argparse.Namespace) -> None:
         nonlinearity=args.nonlinearity,
         geometry_layers=args.geometry_layers,
         out=args.out,
-        overwrite=args.overwrite,
+        **opt.job_options(args),
     )
     print("\n".join(phase_diagram_lines(d)))
     print(f"wrote {args.out}/phase_diagram.json, phase_diagram.png")
