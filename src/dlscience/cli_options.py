@@ -51,6 +51,7 @@ __all__ = [
     "add_study",
     "add_command",
     "job_options",
+    "pick",
 ]
 
 
@@ -255,6 +256,11 @@ def job_options(args: argparse.Namespace) -> dict:
     """The common run options a job function takes, from parsed arguments: ``progress`` and ``overwrite``
     (those of them the command has), for ``job(..., **job_options(args))``."""
     return {name: getattr(args, name) for name in ("progress", "overwrite") if hasattr(args, name)}
+
+
+def pick(args: argparse.Namespace, *names: str) -> dict:
+    """``{name: args.name}`` for the given option names, to pass parsed options on to a job by keyword."""
+    return {name: getattr(args, name) for name in names}
 
 
 # ----------------------------------------------------------------------------------------------- options

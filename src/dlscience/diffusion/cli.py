@@ -13,6 +13,17 @@ __all__ = ["register", "parse_bytes"]
 MACHINE_NAMES = ("els", "ls", "is")  # canonical lower case for `els sample/calibrate --machine`
 
 
+ELS_SUMMARY = "equivariant local score machine (Kamb & Ganguli 2024)"
+ELS_DESCRIPTION = (
+    "Training-free equivariant local score (ELS) machines that predict the samples of convolutional diffusion "
+    "models (Kamb & Ganguli, arXiv 2412.20292)."
+)
+NETWORKS_SUMMARY = "convolutional diffusion networks (train)"
+NETWORKS_DESCRIPTION = (
+    "Convolutional diffusion networks of Kamb & Ganguli 2024 (ResNet, UNet), predicting eps."
+)
+
+
 def _labels(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(","))
@@ -73,13 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from dlscience.data import DATASETS
     from dlscience.diffusion.patch_schedule import PRESETS
 
-    els = opt.add_study(
-        sub,
-        "els",
-        help="equivariant local score machine (Kamb & Ganguli 2024)",
-        description="Training-free equivariant local score (ELS) machines that predict the samples of "
-        "convolutional diffusion models (Kamb & Ganguli, arXiv 2412.20292).",
-    )
+    els = opt.add_study(sub, "els", help=ELS_SUMMARY, description=ELS_DESCRIPTION)
     p = opt.add_command(
         els,
         "sample",
@@ -213,12 +218,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_data_dir(k, "folder with the training data (default: as trained); a folder named here must hold it")
     opt.add_run_options(k, out="out/els-compare", seed_help="first seed")
 
-    diff = opt.add_study(
-        sub,
-        "diffusion",
-        help="convolutional diffusion networks (train)",
-        description="Convolutional diffusion networks of Kamb & Ganguli 2024 (ResNet, UNet), predicting eps.",
-    )
+    diff = opt.add_study(sub, "diffusion", help=NETWORKS_SUMMARY, description=NETWORKS_DESCRIPTION)
     t = opt.add_command(
         diff,
         "train",
@@ -352,33 +352,16 @@ def _run_train(args: argparse.Namespace) -> None:
 def _run_calibrate(args: argparse.Namespace) -> None:
     from dlscience.diffusion.network_jobs import run_calibrate
 
-    data = run_calibrate(
-        args.model,
-        args.out,
-        machine=args.machine,
-        candidates=args.candidates,
-        n_samples=args.n_samples,
-        seed=args.seed,
-        data_dir=args.data_dir,
-        **opt.job_options(args),
-    )
+    options = opt.pick(args, "machine", "candidates", "n_samples", "seed", "data_dir")
+    data = run_calibrate(args.model, args.out, **options, **opt.job_options(args))
     print(f"wrote {args.out}/schedule.json: {data['sizes']}")
 
 
 def _run_compare(args: argparse.Namespace) -> None:
     from dlscience.diffusion.network_jobs import run_compare
 
-    summary = run_compare(
-        args.model,
-        args.out,
-        schedule=args.schedule,
-        schedule_offset=args.schedule_offset,
-        machines=args.machines,
-        n_seeds=args.n_seeds,
-        seed=args.seed,
-        data_dir=args.data_dir,
-        **opt.job_options(args),
-    )
+    options = opt.pick(args, "schedule", "schedule_offset", "machines", "n_seeds", "seed", "data_dir")
+    summary = run_compare(args.model, args.out, **options, **opt.job_options(args))
     print(f"wrote {args.out}/compare.json, compare.png")
     print(f"{'machine':<8} {'median r':>9} {'IQR r':>15} {'median r^2':>11} {'median R^2':>11}")
     for name, row in summary["summary"].items():

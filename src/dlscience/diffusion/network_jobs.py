@@ -55,6 +55,21 @@ def _training_data(model_path: Path, data_dir: str | None):
     return cfg, ds
 
 
+def _network_run(out, command: str, settings: dict, model: Path, ds, overwrite: bool, outputs) -> RunFolder:
+    """The run folder of a job on a trained network: its identity is every setting but the model's path and the
+    data folder, plus digests of the model file and the training images."""
+    identity = {k: v for k, v in settings.items() if k not in ("model", "data_dir")}
+    return RunFolder(
+        out,
+        command,
+        settings,
+        identity=identity,
+        inputs=_inputs(model, ds),
+        overwrite=overwrite,
+        outputs=outputs,
+    )
+
+
 def _inputs(model: Path, ds) -> dict:
     """Digests of a job's inputs: the network file and the training images it was trained on."""
     return {"model": digest_file(_model_file(model)), **ds.digests()}
@@ -115,16 +130,7 @@ def run_calibrate(
         "n_samples": n_samples,
     }
     settings.update(seed=seed, data_dir=data_dir)
-    identity = {k: v for k, v in settings.items() if k not in ("model", "data_dir")}
-    run = RunFolder(
-        out,
-        "els calibrate",
-        settings,
-        identity=identity,
-        inputs=_inputs(model, ds),
-        overwrite=overwrite,
-        outputs=CALIBRATE_OUTPUTS,
-    )
+    run = _network_run(out, "els calibrate", settings, model, ds, overwrite, CALIBRATE_OUTPUTS)
     with run:
         checkpoint = run.path("calibration_checkpoint.pt")
         try:
@@ -210,16 +216,7 @@ def run_compare(
         "seed": seed,
         "data_dir": data_dir,
     }
-    identity = {k: v for k, v in settings.items() if k not in ("model", "data_dir")}
-    run = RunFolder(
-        out,
-        "els compare",
-        settings,
-        identity=identity,
-        inputs=_inputs(model, ds),
-        overwrite=overwrite,
-        outputs=COMPARE_OUTPUTS,
-    )
+    run = _network_run(out, "els compare", settings, model, ds, overwrite, COMPARE_OUTPUTS)
     with run:
         checkpoint = run.path("compare_checkpoint.pt")
         try:

@@ -243,15 +243,8 @@ def _run_maps(args: argparse.Namespace) -> None:
 def _run_phase(args: argparse.Namespace) -> None:
     from dlscience.signal_propagation.jobs import phase_diagram_job, phase_diagram_lines
 
-    d = phase_diagram_job(
-        args.alphas,
-        args.sigma_ws,
-        sigma_A=args.sigma_A,
-        nonlinearity=args.nonlinearity,
-        geometry_layers=args.geometry_layers,
-        out=args.out,
-        **opt.job_options(args),
-    )
+    options = opt.pick(args, "sigma_A", "nonlinearity", "geometry_layers", "out")
+    d = phase_diagram_job(args.alphas, args.sigma_ws, **options, **opt.job_options(args))
     print("\n".join(phase_diagram_lines(d)))
     print(f"wrote {args.out}/phase_diagram.json, phase_diagram.png")
 
