@@ -2,6 +2,8 @@
 
 * :mod:`~dlscience.learning_dynamics.lazy_rich` -- the single-neuron model: conserved delta, closed-form
   trajectories on whitened data, the low-rank limit, the NTK distance, gradient flow and gradient descent.
+* :mod:`~dlscience.learning_dynamics.transfer` -- transfer learning in deep linear networks (Tahir et al. 2025,
+  "Features are fate"): scratch, linear transfer and fine-tuning, theory and simulation behind one interface.
 """
 
 from dlscience.learning_dynamics.lazy_rich import (
@@ -15,6 +17,16 @@ from dlscience.learning_dynamics.lazy_rich import (
 )
 
 __all__ = [
+    "DeepLinear",
+    "FineTune",
+    "LinearTransfer",
+    "Scratch",
+    "TeacherPairs",
+    "ft_boundary_theta",
+    "gaussian_joint_distances",
+    "lt_boundary_gamma",
+    "pretrain",
+    "ridgeless_risk",
     "SingleNeuron",
     "Trajectory",
     "conserved_delta",
@@ -23,3 +35,25 @@ __all__ = [
     "kernel_distance",
     "low_rank_limit",
 ]
+
+_TRANSFER = {
+    "DeepLinear",
+    "FineTune",
+    "LinearTransfer",
+    "Scratch",
+    "TeacherPairs",
+    "ft_boundary_theta",
+    "gaussian_joint_distances",
+    "lt_boundary_gamma",
+    "pretrain",
+    "ridgeless_risk",
+}
+
+
+def __getattr__(name: str):
+    """The transfer names load on first use, so the CLI does not import torch to parse its options."""
+    if name in _TRANSFER:
+        from dlscience.learning_dynamics import transfer
+
+        return getattr(transfer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""CLI of the learning-dynamics studies: ``dlscience dynamics lazy-rich single-neuron | phase-diagram | grokking``."""
+"""CLI of the learning-dynamics studies: ``dlscience dynamics lazy-rich ...`` and ``dlscience dynamics transfer ...``."""
 
 from __future__ import annotations
 
@@ -144,6 +144,65 @@ def register(sub: argparse._SubParsersAction) -> None:
     opt.add_overwrite(p)
     opt.add_progress(p)
 
+    _register_transfer(groups)
+
+
+def _register_transfer(groups) -> None:
+    """``dlscience dynamics transfer phase-diagram | distances`` (Tahir et al. 2025)."""
+    import math
+
+    cmds = groups.add_parser(
+        "transfer",
+        help="transfer learning in deep linear networks (Features are fate, Tahir et al. 2025)",
+        description="Scratch training, linear transfer and fine-tuning of two-layer linear networks on "
+        "teacher-student regression: theory against batched float64 simulations.",
+    ).add_subparsers(dest="command", metavar="COMMAND", required=True)
+    p = opt.add_command(
+        cmds,
+        "phase-diagram",
+        help="transferability over (theta, gamma): theory maps, simulated points, slices",
+        description="Simulate scratch GD, linear transfer (ridge on frozen pretrained features) and fine-tuning "
+        "over a (theta, gamma) grid, compare with the closed-form risks, and draw the transferability maps "
+        "(boundaries gamma = cos^2 theta and theta = pi/3) and slices at theta = pi/8, pi/4, 3pi/8. Writes "
+        "OUT/phase_diagram.json and phase_diagram.png; resumes per learner.",
+        func=_run_transfer_phase,
+    )
+    opt.allow_negative_values(p)
+    p.add_argument(
+        "--thetas",
+        type=_grid,
+        default=tuple(math.pi * f for f in (1 / 16, 1 / 8, 1 / 4, 3 / 8, 7 / 16)),
+        help="angles between source and target teachers in radians (lo:hi:n or a,b,c; default pi/16, pi/8, pi/4, 3pi/8, 7pi/16)",
+    )
+    p.add_argument(
+        "--gammas", type=_grid, default=(0.2, 0.4, 0.6, 0.8, 1.5), help="target samples per dimension n / d"
+    )
+    p.add_argument("--sigma", type=opt.nonnegative_float, default=0.0, help="target label noise")
+    p.add_argument("--lam", type=opt.nonnegative_float, default=0.1, help="ridge of linear transfer")
+    p.add_argument("--d", type=opt.positive_int, default=200, help="input dimension")
+    p.add_argument("--instances", type=opt.positive_int, default=8, help="instances averaged per grid point")
+    p.add_argument("--steps", type=opt.positive_int, default=2500, help="GD steps of scratch and fine-tuning")
+    opt.add_run_options(
+        p, out="out/transfer-phase-diagram", seed_help="seed of teachers, data, initialisation"
+    )
+
+    p = opt.add_command(
+        cmds,
+        "distances",
+        help="equal distribution distances, opposite transferability",
+        description="Two source/target pairs with identical input marginals and equal joint KL (closed form) "
+        "whose linear-transfer transferability has opposite signs. Writes OUT/distances.json.",
+        func=_run_transfer_distances,
+    )
+    p.add_argument(
+        "--sigma", type=opt.positive_float, default=0.5, help="label noise of pair A (B: sigma/sqrt 2)"
+    )
+    p.add_argument("--gamma", type=opt.positive_float, default=0.5, help="target samples per dimension n / d")
+    p.add_argument("--lam", type=opt.nonnegative_float, default=0.1, help="ridge of linear transfer")
+    p.add_argument("--d", type=opt.positive_int, default=200, help="input dimension")
+    p.add_argument("--instances", type=opt.positive_int, default=8, help="instances averaged")
+    opt.add_run_options(p, out="out/transfer-distances", progress=False)
+
 
 def _run_single_neuron(args: argparse.Namespace) -> None:
     from dlscience.learning_dynamics.lazy_rich_jobs import run_single_neuron
@@ -215,3 +274,46 @@ def _run_grokking(args: argparse.Namespace) -> None:
     rho = summary["spearman_grok_step_vs_scale"]
     print(f"Spearman(grok step, s) = {'n/a' if rho is None else f'{rho:.2f}'}")
     print(f"wrote {args.out}/grokking.json, grokking.png")
+
+
+def _run_transfer_phase(args: argparse.Namespace) -> None:
+    from dlscience.learning_dynamics.transfer_jobs import run_phase_diagram
+
+    summary = run_phase_diagram(
+        args.out,
+        thetas=args.thetas,
+        gammas=args.gammas,
+        sigma=args.sigma,
+        lam=args.lam,
+        d=args.d,
+        instances=args.instances,
+        steps=args.steps,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=args.progress,
+    )
+    for row in summary["learners"].values():
+        print(f"{row['name']:>16}: max |sim - theory| = {row['max_abs_error']:.4f} ({row['seconds']:.0f} s)")
+    print(f"wrote {args.out}/phase_diagram.json, phase_diagram.png")
+
+
+def _run_transfer_distances(args: argparse.Namespace) -> None:
+    from dlscience.learning_dynamics.transfer_jobs import run_distances
+
+    summary = run_distances(
+        args.out,
+        sigma=args.sigma,
+        gamma=args.gamma,
+        lam=args.lam,
+        d=args.d,
+        instances=args.instances,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
+    for row in summary["pairs"]:
+        dist = row["distances"]
+        print(
+            f"{row['pair']}: KL = {dist['kl_source_target']:.3f}, W2^2 = {dist['w2_sq']:.3f}, "
+            f"T_lt theory {row['T_lt_theory']:+.3f}, simulated {row['T_lt_simulated']:+.3f}"
+        )
+    print(f"wrote {args.out}/distances.json")

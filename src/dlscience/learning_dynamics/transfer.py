@@ -282,12 +282,12 @@ def pretrain(
     *,
     source_n=None,
     source_sigma: float = 0.0,
-    steps: int = 3000,
+    steps: int = 400,
     alpha: float = ALPHA,
 ) -> DeepLinear:
     """Pretrain from the small initialisation on the source task (note 2a).
 
-    With ``source_n`` None: GD (step 0.2) on the population loss |beta_s - W1 w2|^2 / 2; otherwise GD on
+    With ``source_n`` None: GD (step 0.3) on the population loss |beta_s - W1 w2|^2 / 2; otherwise GD on
     ``source_n`` noisy samples (noise ``source_sigma``). From alpha = 1e-5 the result is rank one and balanced
     (W1^T W1 = w2 w2^T up to O(alpha^2)), with W1 w2 = beta_s (population) or the min-norm/OLS fit.
 
@@ -307,9 +307,9 @@ def pretrain(
     R, d = beta_s.shape
     net = DeepLinear.small_init(R, d, generator, alpha)
     if source_n is None:
-        return net.gd(lambda b: b - beta_s, torch.full((R,), 0.2, dtype=torch.float64), steps)
+        return net.gd(lambda b: b - beta_s, torch.full((R,), 0.3, dtype=torch.float64), steps)
     X, y, n = TeacherPairs.sample(beta_s, source_n, source_sigma, generator)
-    return net.gd(_data_gradient(X, y, n), _lr(X, n, 0.4), steps)
+    return net.gd(_data_gradient(X, y, n), _lr(X, n, 0.4), max(steps, 4000))
 
 
 # ------------------------------------------------------------------------------------------------ learners
@@ -422,7 +422,8 @@ class LinearTransfer(TransferLearner):
         F = X @ pretrained.W1  # (R, n, d) features
         lam = max(self.lam, 1e-10)  # lam = 0 is the pseudo-inverse limit (the reference code uses 1e-5)
         A = F.transpose(1, 2) @ F + (n.to(torch.float64) * lam)[:, None, None] * torch.eye(X.shape[2])
-        c = torch.linalg.solve(A, torch.einsum("rnd,rn->rd", F, y))
+        L = torch.linalg.cholesky(A)  # A is symmetric positive definite
+        c = torch.cholesky_solve(torch.einsum("rnd,rn->rd", F, y)[:, :, None], L)[:, :, 0]
         return torch.einsum("rij,rj->ri", pretrained.W1, c)
 
 

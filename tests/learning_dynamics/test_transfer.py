@@ -1,0 +1,152 @@
+"""Features are fate (Tahir et al. 2025): the research note's eight checks (theory_dynamics.md section 2d),
+bad input, seeds and resume. Small d keeps the suite fast; tolerances reflect O(1/sqrt(d)) fluctuations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dlscience.errors import InputValidationError
+from dlscience.learning_dynamics.transfer import (
+    FineTune,
+    LinearTransfer,
+    Scratch,
+    TeacherPairs,
+    ft_boundary_theta,
+    gaussian_joint_distances,
+    lt_boundary_gamma,
+    pretrain,
+    ridgeless_risk,
+    source_distance_sq,
+)
+
+D = 60
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_1_scratch_reaches_min_norm_interpolator_and_ridgeless_risk():
+    g = _gen()
+    tp = TeacherPairs.draw([0.3, 0.3], D, g)
+    X, y, n = TeacherPairs.sample(tp.beta_t, [30, 30], 0.0, g)
+    beta = Scratch(steps=3000).fit(None, X, y, n, g)
+    min_norm = torch.linalg.pinv(X) @ y[:, :, None]
+    assert torch.allclose(beta, min_norm[:, :, 0], atol=1e-3)
+    sim = Scratch(steps=1500).simulate([0.3, 0.3], [0.3, 1.5], 0.2, d=80, instances=6)
+    np.testing.assert_allclose(sim, ridgeless_risk([0.3, 1.5], 0.2), atol=0.06)
+
+
+def test_2_pretrained_network_is_rank_one_balanced_and_fits_beta_s():
+    tp = TeacherPairs.draw([0.5], D, _gen())
+    net = pretrain(tp.beta_s, _gen(1))
+    s = torch.linalg.svdvals(net.W1[0])
+    assert s[0] == pytest.approx(1.0, abs=1e-6) and s[1] < 1e-4
+    assert torch.allclose(net.W1[0].T @ net.W1[0], torch.outer(net.w2[0], net.w2[0]), atol=1e-6)
+    assert torch.allclose(net.beta, tp.beta_s, atol=1e-8)
+
+
+def test_3_linear_transfer_risk_sin2_and_ridge_formula():
+    theta = np.array([np.pi / 6, np.pi / 3])
+    np.testing.assert_allclose(LinearTransfer(lam=0.0).risk(theta, 0.5), np.sin(theta) ** 2)
+    lt = LinearTransfer(lam=0.3)
+    np.testing.assert_allclose(lt.risk(theta, 2.0), 1 - 1.6 * np.cos(theta) ** 2 / 1.69)
+    sim = lt.simulate(theta, [0.5, 1.5], 0.0, d=100, instances=4)
+    np.testing.assert_allclose(sim, lt.risk(theta, [0.5, 1.5]), atol=0.04)
+    sim0 = LinearTransfer(lam=1e-6).simulate(theta, 1.0, 0.0, d=100, instances=4)
+    np.testing.assert_allclose(sim0, np.sin(theta) ** 2, atol=0.04)
+
+
+def test_4_fine_tuning_risk_formula():
+    ft = FineTune(steps=1500)
+    np.testing.assert_allclose(ft.risk(np.pi / 4, [0.3, 1.5]), [0.7 * 2 * (1 - np.cos(np.pi / 4)), 0.0])
+    sim = ft.simulate(np.pi / 4, [0.3, 0.6, 1.5], 0.0, d=80, instances=4)
+    np.testing.assert_allclose(sim, ft.risk(np.pi / 4, [0.3, 0.6, 1.5]), atol=0.05)
+
+
+def test_5_phase_boundaries():
+    assert ft_boundary_theta() == pytest.approx(np.pi / 3)
+    th = np.linspace(0.05, 1.5, 30)
+    for gamma in (0.2, 0.7):
+        T = Scratch().risk(th, gamma) - FineTune().risk(th, gamma)
+        assert np.all((T > 0) == (th < np.pi / 3))
+    gammas = np.linspace(0.02, 0.98, 49)
+    for theta in (np.pi / 8, np.pi / 4, 3 * np.pi / 8):
+        T = Scratch().risk(theta, gammas) - LinearTransfer(lam=0.0).risk(theta, gammas)
+        assert np.all((T > 0) == (gammas < np.cos(theta) ** 2))
+    np.testing.assert_allclose(lt_boundary_gamma(np.pi / 4), 0.5)
+
+
+def test_6_ft_transferability_independent_of_target_noise():
+    th, g = np.linspace(0.1, 1.4, 7), np.array([0.2, 0.5, 0.9])
+    T = {s: Scratch().risk(th[:, None], g, s) - FineTune().risk(th[:, None], g, s) for s in (0.0, 0.5)}
+    np.testing.assert_allclose(T[0.0], T[0.5], atol=1e-12)
+    np.testing.assert_allclose(T[0.0], (1 - g) * (2 * np.cos(th[:, None]) - 1), atol=1e-12)
+    for s in (0.0, 0.5):
+        np.testing.assert_allclose(
+            Scratch().risk(0.4, 1.7, s) - FineTune().risk(0.4, 1.7, s), 0.0, atol=1e-12
+        )
+
+
+def test_7_linear_transfer_at_theta_zero_has_small_risk():
+    sim = LinearTransfer(lam=1e-6).simulate(0.0, [0.1, 0.5, 2.0], 0.0, d=D, instances=2)
+    assert np.all(sim < 1e-6)
+
+
+def test_8_finite_source_ft_boundary_and_risk():
+    gs, ss = 0.5, 0.3
+    theta_c = ft_boundary_theta(gs, ss)
+    assert 2 * np.cos(theta_c) == pytest.approx(1 + ss**2 / 0.5)
+    ft = FineTune(source_gamma=gs, source_sigma=ss)
+    T = Scratch().risk([theta_c - 0.05, theta_c + 0.05], 0.4) - ft.risk([theta_c - 0.05, theta_c + 0.05], 0.4)
+    assert T[0] > 0 > T[1]
+    np.testing.assert_allclose(source_distance_sq(0.7, 3.0, 0.0), 2 - 2 * np.cos(0.7))
+    sim = FineTune(steps=1500, source_gamma=gs, source_sigma=ss).simulate(0.5, 0.4, 0.0, d=80, instances=4)
+    assert sim == pytest.approx(float(ft.risk(0.5, 0.4)), abs=0.06)
+
+
+def test_distances_pairs_matched_kl_opposite_sign():
+    tpA = TeacherPairs.draw([np.pi], D, _gen())
+    tpB = TeacherPairs.draw([np.pi / 2], D, _gen())
+    a = gaussian_joint_distances(tpA.beta_s[0], tpA.beta_t[0], 0.5, 0.5)
+    b = gaussian_joint_distances(tpB.beta_s[0], tpB.beta_t[0], 0.5 / np.sqrt(2), 0.5 / np.sqrt(2))
+    assert a["kl_source_target"] == pytest.approx(b["kl_source_target"]) == pytest.approx(8.0)
+    lt = LinearTransfer(lam=0.1)
+    T_a = Scratch().risk(np.pi, 0.5, 0.5) - lt.risk(np.pi, 0.5, 0.5)
+    T_b = Scratch().risk(np.pi / 2, 0.5, 0.5 / np.sqrt(2)) - lt.risk(np.pi / 2, 0.5, 0.5 / np.sqrt(2))
+    assert T_a > 0 > T_b
+
+
+def test_bad_input_is_one_line_error():
+    with pytest.raises(InputValidationError, match="gamma"):
+        Scratch().risk(0.3, -1.0)
+    with pytest.raises(InputValidationError, match="numpy"):
+        TeacherPairs.sample(np.ones((2, 3)), 4, 0.0, _gen())
+    with pytest.raises(InputValidationError, match="lam"):
+        LinearTransfer(lam=-1.0)
+    with pytest.raises(InputValidationError, match="source_gamma"):
+        FineTune(source_gamma=1.0)
+
+
+def test_same_seed_same_result():
+    a = FineTune(steps=200).simulate([0.3, 0.6], 0.5, d=30, instances=2, seed=3)
+    b = FineTune(steps=200).simulate([0.3, 0.6], 0.5, d=30, instances=2, seed=3)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_phase_diagram_job_resumes(tmp_path):
+    from dlscience.learning_dynamics.transfer_jobs import run_distances, run_phase_diagram
+
+    kw = dict(thetas=(0.3, 0.9), gammas=(0.3, 1.5), d=20, instances=1, steps=300, progress=False)
+    first = run_phase_diagram(tmp_path / "pd", **kw)
+    again = run_phase_diagram(tmp_path / "pd", **kw)
+    assert first["learners"] == again["learners"]
+    assert (tmp_path / "pd" / "phase_diagram.png").exists()
+    from dlscience.errors import UserError
+
+    with pytest.raises(UserError):
+        run_phase_diagram(tmp_path / "pd", **{**kw, "d": 21})
+    dist = run_distances(tmp_path / "dist", d=20, instances=1)
+    assert dist["pairs"][0]["T_lt_theory"] > 0 > dist["pairs"][1]["T_lt_theory"]
