@@ -220,6 +220,7 @@ class RunFolder:
         self.manifest: dict = {}
         self.resumed = False
         self.checkpointed = False  # some progress has been saved (now or in an earlier session)
+        self._checkpoints: list[Path] = []  # files written by a job's own checkpointing (see checkpoint_path)
         self._opened = False
         self._old_handlers: dict = {}
 
@@ -381,7 +382,7 @@ class RunFolder:
 
     def interrupted_message(self) -> str:
         """The one line printed when this run is interrupted."""
-        if self.checkpointed:
+        if self.checkpointed or any(p.exists() for p in self._checkpoints):
             return f"interrupted; progress is saved in {self.out}: run the same command again to resume"
         return f"interrupted before the first checkpoint: nothing was saved in {self.out}"
 
@@ -394,6 +395,13 @@ class RunFolder:
             if self._opened:
                 self._write_manifest()
         return self.out / name
+
+    def checkpoint_path(self, name: str = "checkpoint.pt") -> Path:
+        """Like :meth:`path`, for a checkpoint that the job (or a :class:`TrainingCheckpoint`) writes itself: an
+        interruption counts as "progress is saved" once that file exists."""
+        path = self.path(name)
+        self._checkpoints.append(path)
+        return path
 
     def write_json(self, name: str, data) -> Path:
         """Write ``data`` as JSON to ``out/name`` atomically (see :func:`dlscience.results.write_json`)."""

@@ -132,7 +132,7 @@ def run_calibrate(
     settings.update(seed=seed, data_dir=data_dir)
     run = _network_run(out, "els calibrate", settings, model, ds, overwrite, CALIBRATE_OUTPUTS)
     with run:
-        checkpoint = run.path("calibration_checkpoint.pt")
+        checkpoint = run.checkpoint_path("calibration_checkpoint.pt")
         try:
             result = calibrate(
                 network,
@@ -143,9 +143,6 @@ def run_calibrate(
                 progress=tick,
                 checkpoint=checkpoint,
             )
-        except KeyboardInterrupt:
-            run.checkpointed = checkpoint.exists()
-            raise
         finally:
             bar.close()
         data = {"model": str(model), "machine": machine, "padding": cfg["padding"], **result.to_json()}
@@ -218,7 +215,7 @@ def run_compare(
     }
     run = _network_run(out, "els compare", settings, model, ds, overwrite, COMPARE_OUTPUTS)
     with run:
-        checkpoint = run.path("compare_checkpoint.pt")
+        checkpoint = run.checkpoint_path("compare_checkpoint.pt")
         try:
             res = compare(
                 network,
@@ -228,9 +225,6 @@ def run_compare(
                 progress=lambda name, i: bar.update(1),
                 checkpoint=checkpoint,
             )
-        except KeyboardInterrupt:
-            run.checkpointed = checkpoint.exists()
-            raise
         finally:
             bar.close()
         summary = {

@@ -267,13 +267,9 @@ def train(
     # one of other settings (also in a folder written before manifests) is refused before anything is written.
     state = None if overwrite else restore()
     with run:
-        run.path("checkpoint.pt")
-        try:
-            state = restore() if state is None else state
-            return _train_in(run, config, ds, ckpt, state, progress, device)
-        except KeyboardInterrupt:
-            run.checkpointed = ckpt.path.exists()
-            raise
+        run.checkpoint_path("checkpoint.pt")
+        state = restore() if state is None else state
+        return _train_in(run, config, ds, ckpt, state, progress, device)
 
 
 def _train_in(run, config, ds, ckpt, state, progress, device) -> dict:

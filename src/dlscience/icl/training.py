@@ -266,13 +266,9 @@ def train(config: ICLConfig, out: str | Path, *, progress: bool = True, overwrit
     with run:
         if run.finished and (out / "log.json").exists() and (out / "model.pt").exists():
             return read_json(out / "log.json", what="ICL training log", fix="rerun with --overwrite")
-        run.path("checkpoint.pt")
-        try:
-            state = restore() if state is None else state
-            log = _train_in(run, cfg, task, ckpt, fixed, state, progress)
-        except KeyboardInterrupt:
-            run.checkpointed = ckpt.path.exists()
-            raise
+        run.checkpoint_path("checkpoint.pt")
+        state = restore() if state is None else state
+        log = _train_in(run, cfg, task, ckpt, fixed, state, progress)
     return log
 
 

@@ -295,7 +295,12 @@ def run_phase_diagram(
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
         gen = torch.Generator().manual_seed(cfg.seed)
         ckpt = TrainingCheckpoint(
-            run.path("checkpoint.pt"), identity, model=net, optimizer=opt, scheduler=sched, generator=gen
+            run.checkpoint_path("checkpoint.pt"),
+            identity,
+            model=net,
+            optimizer=opt,
+            scheduler=sched,
+            generator=gen,
         )
         state, _ = ckpt.restore(new_state(records=[]), other_settings=f"{out} holds another phase diagram")
         K0 = net.ntk_at_init(X[:, :n_k])
