@@ -242,11 +242,11 @@ def test_a_legacy_run_of_results_is_adopted_without_training(tmp_path, capsys, m
 
 def test_legacy_sweep_folder_reuses_its_finished_runs(tmp_path, monkeypatch, capsys):
     base = ICLConfig(**TINY_CFG)
-    first = run_sweep([1, None], base, tmp_path, progress=False)
+    first = run_sweep([1, None], base, tmp_path, progress=False, final_eval_samples=64)
     for manifest in tmp_path.rglob("manifest.json"):
         manifest.unlink()  # as written before run manifests
     _no_training(monkeypatch)
-    again = run_sweep([1, None], base, tmp_path, progress=False)
+    again = run_sweep([1, None], base, tmp_path, progress=False, final_eval_samples=64)
     assert again["rows"] == first["rows"]
     assert json.loads((tmp_path / "manifest.json").read_text())["command"] == "dlscience icl sweep"
     assert json.loads((tmp_path / "M=1" / "manifest.json").read_text())["finished"] is True
@@ -367,3 +367,25 @@ def test_an_interrupted_sweep_says_which_runs_are_kept(tmp_path, capsys, monkeyp
     assert (tmp_path / "M=1" / "model.pt").read_bytes() == model_1
     assert [r["M"] for r in json.loads((tmp_path / "sweep.json").read_text())["rows"]] == [1, None]
     assert json.loads((tmp_path / "manifest.json").read_text())["finished"] is True
+
+
+@pytest.mark.parametrize(
+    "pair_tasks, budget_pair, match",
+    [
+        ([4, 16], None, "needs budget_pair"),
+        ([4, 64], "batch", "from --tasks"),
+        ([4], "batch", "at least two"),
+        ([4, 4], "batch", "distinct"),
+    ],
+)
+def test_sweep_refuses_bad_pair_tasks_before_writing(tmp_path, pair_tasks, budget_pair, match):
+    with pytest.raises(InputValidationError, match=match):
+        run_sweep(
+            [1, 4, 16, None],
+            ICLConfig(**TINY_CFG),
+            tmp_path / "sweep",
+            progress=False,
+            budget_pair=budget_pair,
+            pair_tasks=pair_tasks,
+        )
+    assert not (tmp_path / "sweep").exists()

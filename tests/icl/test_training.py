@@ -109,7 +109,9 @@ def test_paper_threshold_on_synthetic_curves_with_a_known_crossing():
 
 def test_sweep_with_a_budget_pair_trains_each_m_twice(tmp_path):
     base = ICLConfig(steps=3, eval_every=3, **TINY)
-    summary = run_sweep([1, 4, None], base, tmp_path, progress=False, budget_pair="batch")
+    summary = run_sweep(
+        [1, 4, None], base, tmp_path, progress=False, budget_pair="batch", final_eval_samples=256
+    )
     assert sorted(p.name for p in tmp_path.glob("M=*")) == [
         "M=1",
         "M=1,2x-batch",
@@ -122,6 +124,15 @@ def test_sweep_with_a_budget_pair_trains_each_m_twice(tmp_path):
     paper = summary["paper_threshold"]
     assert paper["budget_pair"] == "batch" and len(paper["gaps"]) == 2
     assert all("delta_double_budget" in r for r in summary["rows"] if r["M"] is not None)
+    finals = json.loads((tmp_path / "final_eval.json").read_text())
+    assert sorted(finals) == ["M=1", "M=1,2x-batch", "M=4", "M=4,2x-batch", "M=inf"]
+    row4 = summary["rows"][1]
+    assert row4["eval_samples"] == 256 and row4["delta"]["true"] == finals["M=4"]["true"]["delta"]
+    assert row4["delta_double_budget"]["true"] == finals["M=4,2x-batch"]["true"]["delta"]
+    assert paper["gaps"][1] == pytest.approx(
+        finals["M=4,2x-batch"]["true"]["delta"]["transformer|ridge"]
+        - finals["M=4"]["true"]["delta"]["transformer|ridge"]
+    )
 
 
 def test_threshold_by_step_tracks_the_crossing_over_training():
@@ -147,8 +158,16 @@ def test_threshold_by_step_tracks_the_crossing_over_training():
 
 def test_sweep_writes_table_figure_and_reuses_runs(tmp_path):
     base = ICLConfig(steps=4, eval_every=4, **TINY)
-    summary = run_sweep([1, 4, None], base, tmp_path, progress=False)
+    summary = run_sweep([1, 4, None], base, tmp_path, progress=False, final_eval_samples=128)
     assert [r["M"] for r in summary["rows"]] == [1, 4, None]
+    # the final evaluation is cached: a rerun of the same size reads it, another size recomputes it
+    cached = (tmp_path / "final_eval.json").read_bytes()
+    assert run_sweep([1, 4, None], base, tmp_path, progress=False, final_eval_samples=128) == summary
+    assert (tmp_path / "final_eval.json").read_bytes() == cached
+    bigger = run_sweep([1, 4, None], base, tmp_path, progress=False, final_eval_samples=512)
+    assert (
+        bigger["rows"][1]["eval_samples"] == 512 and bigger["rows"][1]["delta"] != summary["rows"][1]["delta"]
+    )
     assert (tmp_path / "sweep.png").stat().st_size > 1000
     assert (tmp_path / "sweep_training.png").stat().st_size > 1000
     assert [b["step"] for b in summary["threshold_by_step"]] == [0, 4]  # evaluations at steps 0 and 4
@@ -157,7 +176,7 @@ def test_sweep_writes_table_figure_and_reuses_runs(tmp_path):
     assert "Warning: at M = inf" in table  # 4 steps: far from ridge, and the table says so
     assert "| - |" in table.split("| inf |")[1].splitlines()[0] + "|"  # no dMMSE at M = inf
     mtime = (tmp_path / "M=4" / "model.pt").stat().st_mtime_ns
-    run_sweep([4], base, tmp_path, progress=False)
+    run_sweep([4], base, tmp_path, progress=False, final_eval_samples=128)
     assert (tmp_path / "M=4" / "model.pt").stat().st_mtime_ns >= mtime
     assert json.loads((tmp_path / "sweep.json").read_text())["rows"][0]["M"] == 4
 

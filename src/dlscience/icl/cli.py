@@ -160,6 +160,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0.0,
         help="gaps between the two budgets' Delta(PT, ridge) up to this count as equal (evaluation noise)",
     )
+    sweep.add_argument(
+        "--pair-tasks",
+        type=_task_list(MAX_TASKS),
+        default=None,
+        help="with --budget-pair: the finite M (from --tasks) that get the doubled budget (default: all); "
+        "spend the doubled runs around the threshold",
+    )
+    sweep.add_argument(
+        "--final-eval-samples",
+        type=opt.positive_int,
+        default=1 << 16,
+        help="fresh sequences per distribution on which every finished model is evaluated once more; the "
+        "table, M_mid and the paper's threshold use this evaluation (cached in final_eval.json)",
+    )
     p = cmds.add_parser(
         "baselines",
         help="ridge's per-position Bayes risk and dMMSE's error (no training)",
@@ -204,6 +218,8 @@ def _run_sweep(args: argparse.Namespace) -> None:
         **opt.job_options(args),
         budget_pair=args.budget_pair,
         pair_tol=args.pair_tol,
+        final_eval_samples=args.final_eval_samples,
+        pair_tasks=args.pair_tasks,
     )
     print(Path(args.out, "table.md").read_text())
     mid = summary["threshold"]
@@ -211,7 +227,7 @@ def _run_sweep(args: argparse.Namespace) -> None:
     paper = summary["paper_threshold"]
     if paper is not None:
         print(f"paper's threshold (batch/steps x2, {paper['budget_pair']}): {_fmt_threshold(paper)}")
-    print(f"wrote {args.out}/sweep.png, sweep_training.png, table.md, sweep.json")
+    print(f"wrote {args.out}/sweep.png, sweep_training.png, table.md, sweep.json, final_eval.json")
 
 
 def _fmt_threshold(est: dict) -> str:

@@ -22,9 +22,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from dlscience.errors import InputValidationError
-from dlscience.icl.tasks import MAX_TASKS
-from dlscience.icl.training import ICLConfig, train
-from dlscience.results import atomic_write
+from dlscience.icl.baselines import bayes_estimators
+from dlscience.icl.metrics import eval_batches, evaluate
+from dlscience.icl.tasks import DISTRIBUTIONS, MAX_TASKS
+from dlscience.icl.training import ICLConfig, load_transformer, train
+from dlscience.results import atomic_write, read_json
 from dlscience.runs import RunFolder, RunInterrupted
 
 __all__ = ["parse_tasks", "run_sweep", "threshold", "paper_threshold", "threshold_by_step", "BUDGET_PAIRS"]
@@ -33,7 +35,10 @@ __all__ = ["parse_tasks", "run_sweep", "threshold", "paper_threshold", "threshol
 BUDGET_PAIRS = ("batch", "steps")
 
 #: The summary files of a sweep (beside its ``M=...`` run folders).
-SUMMARY = ("sweep.json", "sweep.png", "sweep_training.png", "table.md")
+SUMMARY = ("sweep.json", "sweep.png", "sweep_training.png", "table.md", "final_eval.json")
+
+#: Sequences in the final evaluation of every trained model (the paper evaluates on 2^16 or more).
+FINAL_EVAL_SAMPLES = 1 << 16
 
 #: Settings that may change between sessions of a sweep (evaluation and checkpoint cadence).
 _NOT_IDENTITY = ("n_tasks", "checkpoint_every", "eval_every", "eval_samples")
@@ -188,6 +193,8 @@ def run_sweep(
     overwrite: bool = False,
     budget_pair: str | None = None,
     pair_tol: float = 0.0,
+    final_eval_samples: int = FINAL_EVAL_SAMPLES,
+    pair_tasks: list[int] | None = None,
 ) -> dict:
     """Train one transformer per M (each resumable, finished ones reused) and write ``sweep.json``,
     ``sweep.png``, ``sweep_training.png`` (:func:`threshold_by_step`) and ``table.md`` to ``out``.
@@ -212,11 +219,19 @@ def run_sweep(
         estimate the paper's threshold from the two budgets (:func:`paper_threshold`).
     pair_tol : float
         Gap tolerance of the paper's rule (evaluation noise).
+    final_eval_samples : int >= 1
+        Every finished model is evaluated once more on this many fresh sequences per distribution (seeds
+        independent of training and of the in-training evaluations); the rows, M_mid and the paper's threshold
+        use this evaluation. Cached per run in ``final_eval.json``, so a resumed sweep does not repeat it.
+    pair_tasks : list of int, optional
+        The finite M that get the doubled budget (default: every finite M in ``tasks``); the paper's rule is
+        applied over these. Spend the doubled runs around the threshold, where the rule needs them.
 
     Returns
     -------
     dict
-        The content of ``sweep.json``: per M the final errors and Deltas on both distributions, the midpoint
+        The content of ``sweep.json``: per M the final errors and Deltas on both distributions (from the final
+        evaluation; ``"training_eval"`` keeps the last in-training evaluation), the midpoint
         M_mid (key ``"threshold"``) and, with ``budget_pair``, the paper's threshold (``"paper_threshold"``).
 
     Raises
@@ -231,13 +246,30 @@ def run_sweep(
         raise InputValidationError(f"budget_pair must be one of {BUDGET_PAIRS} or None, got {budget_pair!r}")
     if len(set(tasks)) != len(tasks):
         raise InputValidationError(f"--tasks gives an M more than once: {tasks}; list each M once")
+    tasks = sorted(m for m in tasks if m is not None) + [
+        m for m in tasks if m is None
+    ]  # increasing, inf last
+    finite_tasks = [m for m in tasks if m is not None]
+    if pair_tasks is not None:
+        if budget_pair is None:
+            raise InputValidationError("pair_tasks needs budget_pair (--budget-pair batch|steps)")
+        stray = [m for m in pair_tasks if m not in finite_tasks]
+        if stray or len(set(pair_tasks)) != len(pair_tasks) or len(pair_tasks) < 2:
+            raise InputValidationError(
+                f"--pair-tasks must list at least two distinct finite M, each from --tasks, got {pair_tasks}"
+            )
+    paired = finite_tasks if pair_tasks is None else [m for m in finite_tasks if m in pair_tasks]
+    if not isinstance(final_eval_samples, int) or final_eval_samples < 1:
+        raise InputValidationError(
+            f"final_eval_samples must be a positive integer, got {final_eval_samples!r}"
+        )
     resolved = base.resolved()
     for m in tasks:
         replace(resolved, n_tasks=m).resolved()  # every M is valid before anything is written
     out = Path(out)
     names = [_run_name(m) for m in tasks]
     if budget_pair is not None:
-        names += [_run_name(m, budget_pair) for m in tasks if m is not None]
+        names += [_run_name(m, budget_pair) for m in paired]
     present = sorted(p.name for p in out.glob("M=*") if p.is_dir()) if out.is_dir() else []
     identity = {k: v for k, v in asdict(resolved).items() if k not in _NOT_IDENTITY}
     settings = {**asdict(resolved), "n_tasks": [_fmt_m(m) for m in tasks]}
@@ -257,6 +289,7 @@ def run_sweep(
         if run.finished:  # finished for another list of M: not finished until this list is
             run.manifest["finished"] = False
             run.save_state()
+        finals = _FinalEvals(run, final_eval_samples)
         for m, name in zip(tasks, names[: len(tasks)], strict=True):
             try:
                 log = train(replace(base, n_tasks=m), run.path(name), progress=progress, overwrite=overwrite)
@@ -265,14 +298,20 @@ def run_sweep(
                 kept = f"; the finished runs ({', '.join(done)}) are kept in {out}" if done else ""
                 raise RunInterrupted(f"{exc}{kept}") from None
             curves[m] = log["evals"]
-            final = log["evals"][-1]
+            last = log["evals"][-1]
+            final = finals.get(name)
             rows.append(
                 {
                     "M": m,
                     "steps": log["steps"],
                     "seconds": log["seconds"],
-                    "mean_error": {d: final[d]["mean_error"] for d in ("true", "pretrain")},
-                    "delta": {d: final[d]["delta"] for d in ("true", "pretrain")},
+                    "eval_samples": final["n_samples"],
+                    "mean_error": {d: final[d]["mean_error"] for d in DISTRIBUTIONS},
+                    "delta": {d: final[d]["delta"] for d in DISTRIBUTIONS},
+                    "training_eval": {
+                        "step": last["step"],
+                        "delta": {d: last[d]["delta"] for d in DISTRIBUTIONS},
+                    },
                 }
             )
         paper = None
@@ -281,7 +320,7 @@ def run_sweep(
                 "batch": {"batch_size": 2 * resolved.batch_size},
                 "steps": {"steps": 2 * resolved.steps},
             }
-            for r in [r for r in rows if r["M"] is not None]:
+            for r in [r for r in rows if r["M"] in paired]:
                 name = _run_name(r["M"], budget_pair)
                 try:
                     log = train(
@@ -292,8 +331,11 @@ def run_sweep(
                     )
                 except RunInterrupted as exc:
                     raise RunInterrupted(f"{exc}; the finished runs are kept in {out}") from None
-                r["delta_double_budget"] = {d: log["evals"][-1][d]["delta"] for d in ("true", "pretrain")}
-            finite = [r for r in rows if r["M"] is not None]
+                final = finals.get(name)
+                r["mean_error_double_budget"] = {d: final[d]["mean_error"] for d in DISTRIBUTIONS}
+                r["delta_double_budget"] = {d: final[d]["delta"] for d in DISTRIBUTIONS}
+                r["seconds_double_budget"] = log["seconds"]
+            finite = [r for r in rows if r["M"] in paired]
             paper = paper_threshold(
                 [r["M"] for r in finite],
                 [r["delta"]["true"]["transformer|ridge"] for r in finite],
@@ -322,6 +364,37 @@ def run_sweep(
         run.save_figure("sweep_training.png", _training_figure(curves, by_step))
         run.finish()
     return summary
+
+
+class _FinalEvals:
+    """The final evaluation of each finished run of a sweep on ``n_samples`` fresh sequences per distribution,
+    cached in the sweep's ``final_eval.json`` (keyed by run name and sample count) and written as each one is
+    done, so an interrupted sweep keeps them."""
+
+    def __init__(self, run: RunFolder, n_samples: int):
+        self.run, self.n_samples = run, n_samples
+        path = run.path("final_eval.json")
+        fix = "delete it; the evaluations are recomputed"
+        self.cache = read_json(path, what="final evaluations", fix=fix) if path.exists() else {}
+
+    def get(self, name: str) -> dict:
+        """``{"n_samples", "true": {"mean_error", "delta"}, "pretrain": {...}}`` of the run ``name``."""
+        hit = self.cache.get(name)
+        if hit is not None and hit.get("n_samples") == self.n_samples:
+            return hit
+        model, cfg = load_transformer(self.run.path(name))
+        task = cfg.task()
+        estimators = {"transformer": model, **bayes_estimators(task)}
+        result: dict = {"n_samples": self.n_samples}
+        for i, d in enumerate(DISTRIBUTIONS):
+            # seeds apart from the in-training evaluation sets (10_000 + i) and every training stream
+            batches = eval_batches(task, d, self.n_samples, seed=20_000 + i)
+            ev, _ = evaluate(estimators, batches, d)
+            ev = ev.to_json()
+            result[d] = {"mean_error": ev["mean_error"], "delta": ev["delta"]}
+        self.cache[name] = result
+        self.run.write_json("final_eval.json", self.cache)
+        return result
 
 
 def _run_name(m: int | None, budget_pair: str | None = None) -> str:
