@@ -150,3 +150,63 @@ def test_phase_diagram_job_resumes(tmp_path):
         run_phase_diagram(tmp_path / "pd", **{**kw, "d": 21})
     dist = run_distances(tmp_path / "dist", d=20, instances=1)
     assert dist["pairs"][0]["T_lt_theory"] > 0 > dist["pairs"][1]["T_lt_theory"]
+
+
+def test_relu_network_gradient_matches_autograd():
+    """The hand-batched GD step of the two-layer ReLU networks is the autograd gradient of the per-instance
+    mean squared error / 2 (padded rows excluded), checked on two instances of different n."""
+    from dlscience.learning_dynamics.transfer import TwoLayerReLU
+
+    gen = _gen(1)
+    net = TwoLayerReLU.small_init(2, 5, 7, gen, alpha=0.5)
+    X, y, n = TeacherPairs.sample(torch.randn(2, 5, generator=gen, dtype=torch.float64), [6, 4], 0.1, gen)
+    W, a = net.W.clone().requires_grad_(), net.a.clone().requires_grad_()
+    loss = 0
+    for r in range(2):
+        f = torch.relu(X[r, : n[r]] @ W[r].T) @ a[r]
+        loss = loss + ((f - y[r, : n[r]]) ** 2).mean() / 2
+    loss.backward()
+    lr = torch.tensor([0.1, 0.2], dtype=torch.float64)
+    stepped = net.clone().gd(X, y, n, lr, 1)
+    torch.testing.assert_close(stepped.W, net.W - lr[:, None, None] * W.grad)
+    torch.testing.assert_close(stepped.a, net.a - lr[:, None] * a.grad)
+
+
+def test_relu_check_follows_the_linear_phase_signs_far_from_boundaries():
+    """Nonlinear check (Tahir et al. 2025, Sec. 6): two-layer ReLU networks transfer like the linear theory says
+    where it is unambiguous -- at theta = 0.1 both transfers beat scratch at gamma = 0.3; at theta = 1.45
+    (nearly orthogonal) both are worse. Linear transfer and fine-tuning share one pretraining (same features)."""
+    from dlscience.learning_dynamics.transfer_jobs import sign_agreement
+
+    kw = dict(steps=600, network="relu", hidden=32)
+    th, ga = np.array([0.1, 1.45]), 0.3
+    sim = {L.name: L.simulate(th, ga, d=24, instances=3, seed=2) for L in
+           (Scratch(**kw), LinearTransfer(lam=0.1, **kw), FineTune(**kw))}  # fmt: skip
+    for name in ("linear transfer", "fine-tuning"):
+        T = sim["scratch"] - sim[name]
+        assert T[0] > 0.2 and T[1] < 0, (name, T)
+    # the shared pretraining gives the same answer as a fresh one
+    from dlscience.learning_dynamics import transfer
+
+    transfer._RELU_CACHE.clear()
+    alone = FineTune(**kw).simulate(th, ga, d=24, instances=3, seed=2)
+    np.testing.assert_allclose(alone, sim["fine-tuning"], rtol=1e-10)
+    assert sign_agreement([0.5, -0.5, 0.01], [0.2, 0.1, 0.3]) == {
+        "agree": 2, "points": 3, "clear": 1, "clear_points": 2, "margin": 0.05,
+    }  # fmt: skip
+    with pytest.raises(InputValidationError, match="network"):
+        Scratch(network="tanh")
+
+
+def test_ridge_sweep_job_follows_the_lt_ridge_formula(tmp_path):
+    from dlscience.learning_dynamics.transfer_jobs import run_ridge_sweep
+
+    out = run_ridge_sweep(tmp_path / "ridge", thetas=(0.3,), lams=(0.0, 0.5), d=D, instances=4)
+    c2 = np.cos(0.3) ** 2
+    assert out["curves"][0]["theory"] == pytest.approx([1 - c2])
+    assert out["curves"][1]["theory"] == pytest.approx([1 - 2 * c2 / 1.5**2])
+    for c in out["curves"]:
+        assert c["simulated"][0] == pytest.approx(c["theory"][0], abs=0.05)
+    assert out["scratch_risk"] == pytest.approx(0.5) and (tmp_path / "ridge" / "ridge_sweep.png").exists()
+    with pytest.raises(InputValidationError):
+        run_ridge_sweep(tmp_path / "bad", lams=(0.1,))

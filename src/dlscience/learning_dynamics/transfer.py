@@ -36,7 +36,10 @@ __all__ = [
     "ALPHA",
     "TeacherPairs",
     "DeepLinear",
+    "TwoLayerReLU",
     "pretrain",
+    "pretrain_relu",
+    "NETWORKS",
     "Scratch",
     "LinearTransfer",
     "FineTune",
@@ -49,6 +52,15 @@ __all__ = [
 ]
 
 ALPHA = 1e-5  # initialisation scale of the paper
+
+#: The smallest ridge linear transfer uses (the reference code substitutes 1e-5 for lam = 0).
+LAM_FLOOR = 1e-5
+
+#: Networks a learner can train: the paper's deep linear network, or the two-layer ReLU nonlinear check.
+NETWORKS = ("linear", "relu")
+
+#: Source samples per dimension used to pretrain the ReLU networks when ``source_gamma`` is not given.
+RELU_SOURCE_GAMMA = 8.0
 
 
 # ------------------------------------------------------------------------------------------- validation
@@ -241,7 +253,7 @@ class DeepLinear:
     @property
     def beta(self) -> torch.Tensor:
         """End-to-end map W1 w2, shape (R, d)."""
-        return torch.einsum("rij,rj->ri", self.W1, self.w2)
+        return torch.bmm(self.W1, self.w2[:, :, None])[:, :, 0]
 
     def clone(self) -> DeepLinear:
         return DeepLinear(self.W1.clone(), self.w2.clone())
@@ -249,23 +261,37 @@ class DeepLinear:
     def gd(self, grad_beta, lr: torch.Tensor, steps: int) -> DeepLinear:
         """Gradient descent on a loss whose gradient in beta is ``grad_beta(beta)`` (R, d); in place.
 
-        dL/dW1 = g w2^T and dL/dw2 = W1^T g with g = grad_beta(W1 w2); ``lr`` has shape (R,).
+        dL/dW1 = g w2^T and dL/dw2 = W1^T g with g = grad_beta(W1 w2); ``lr`` has shape (R,). Each step is
+        three batched BLAS calls over W1 (the cost is reading W1 three times: O(R d^2)).
         """
+        neg_lr = -lr
         for _ in range(steps):
             g = grad_beta(self.beta)
-            gw2 = torch.einsum("rij,ri->rj", self.W1, g)
-            self.W1 -= lr[:, None, None] * g[:, :, None] * self.w2[:, None, :]
-            self.w2 -= lr[:, None] * gw2
+            gw2 = torch.bmm(self.W1.transpose(1, 2), g[:, :, None])[:, :, 0]
+            self.W1.baddbmm_((neg_lr[:, None] * g)[:, :, None], self.w2[:, None, :])
+            self.w2.addcmul_(neg_lr[:, None], gw2)
         return self
 
 
 def _data_gradient(X, y, n):
-    """beta -> X^T (X beta - y) / n, batched; the gradient of the mean squared error / 2."""
-    nf = n.to(torch.float64)
+    """beta -> X^T (X beta - y) / n, batched; the gradient of the mean squared error / 2.
+
+    Uses the Gram matrix X^T X / n (one (R, d, d) matrix-vector product a step) when n_max >= d / 2, else
+    two products with X (R, n_max, d)."""
+    nf = n.to(X.dtype)[:, None]
+    if 2 * X.shape[1] >= X.shape[2]:
+        Xt = X.transpose(1, 2)
+        G = torch.bmm(Xt, X) / nf[:, :, None]
+        b = torch.bmm(Xt, y[:, :, None])[:, :, 0] / nf
+
+        def grad(beta):
+            return torch.baddbmm(-b[:, :, None], G, beta[:, :, None])[:, :, 0]
+
+        return grad
 
     def grad(beta):
-        r = torch.einsum("rnd,rd->rn", X, beta) - y
-        return torch.einsum("rnd,rn->rd", X, r) / nf[:, None]
+        r = torch.bmm(X, beta[:, :, None])[:, :, 0] - y
+        return torch.bmm(X.transpose(1, 2), r[:, :, None])[:, :, 0] / nf
 
     return grad
 
@@ -312,6 +338,97 @@ def pretrain(
     return net.gd(_data_gradient(X, y, n), _lr(X, n, 0.4), max(steps, 4000))
 
 
+# ------------------------------------------------------------------------------ the nonlinear check network
+@dataclass
+class TwoLayerReLU:
+    """Batched two-layer ReLU networks f(x) = a^T relu(W x), the nonlinear check of the paper's claim that the
+    linear phase diagram carries over to nonlinear networks (Tahir et al. 2025, Sec. 6; our own setting, see
+    :func:`pretrain_relu`).
+
+    Attributes
+    ----------
+    W : Tensor, float64, shape (R, h, d)
+        First-layer weights (the features x -> relu(W x)).
+    a : Tensor, float64, shape (R, h)
+        Read-out weights.
+    """
+
+    W: torch.Tensor
+    a: torch.Tensor
+
+    @classmethod
+    def small_init(cls, R: int, d: int, hidden: int, generator: torch.Generator, alpha: float = 1e-3):
+        """W ~ alpha N(0, 1/d), a ~ alpha N(0, 1/h): a small (rich-regime) initialisation like the linear one."""
+        W = alpha * torch.randn(R, hidden, d, generator=generator, dtype=torch.float64) / math.sqrt(d)
+        a = alpha * torch.randn(R, hidden, generator=generator, dtype=torch.float64) / math.sqrt(hidden)
+        return cls(W, a)
+
+    def features(self, X: torch.Tensor) -> torch.Tensor:
+        """relu(X W^T): (R, n, d) -> (R, n, h)."""
+        return torch.relu(torch.bmm(X, self.W.transpose(1, 2)))
+
+    def __call__(self, X: torch.Tensor) -> torch.Tensor:
+        """f(X): (R, n, d) -> (R, n)."""
+        return torch.bmm(self.features(X), self.a[:, :, None])[:, :, 0]
+
+    def clone(self) -> TwoLayerReLU:
+        return TwoLayerReLU(self.W.clone(), self.a.clone())
+
+    def gd(self, X, y, n, lr: torch.Tensor, steps: int) -> TwoLayerReLU:
+        """Full-batch GD on the mean squared error / 2 of each instance (padded rows of X are zero); in place.
+
+        Parameters
+        ----------
+        X : Tensor (R, n_max, d); y : Tensor (R, n_max); n : Tensor int64 (R,)
+        lr : Tensor (R,)
+        steps : int
+        """
+        nf = n.to(torch.float64)[:, None]
+        neg_lr = -lr
+        for _ in range(steps):
+            pre = torch.bmm(X, self.W.transpose(1, 2))  # (R, n, h)
+            act = torch.relu(pre)
+            r = (torch.bmm(act, self.a[:, :, None])[:, :, 0] - y) / nf  # (R, n)
+            grad_a = torch.bmm(act.transpose(1, 2), r[:, :, None])[:, :, 0]  # (R, h)
+            back = (pre > 0).to(X.dtype) * r[:, :, None] * self.a[:, None, :]  # (R, n, h)
+            grad_W = torch.bmm(back.transpose(1, 2), X)  # (R, h, d)
+            self.a.addcmul_(neg_lr[:, None], grad_a)
+            self.W.addcmul_(neg_lr[:, None, None], grad_W)
+        return self
+
+
+def pretrain_relu(
+    beta_s: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    hidden: int,
+    source_n: int,
+    steps: int,
+) -> TwoLayerReLU:
+    """Pretrain two-layer ReLU networks on ``source_n`` noiseless samples of the source teacher x -> beta_s^T x
+    by GD from the small initialisation (our setting for the nonlinear check; the paper gives no recipe we could
+    read). From a small initialisation the hidden units align with +-beta_s, so the features span the source
+    direction as in the linear case.
+
+    Returns
+    -------
+    TwoLayerReLU
+    """
+    beta_s = _torch_tensor("beta_s", beta_s, 2)
+    R, d = beta_s.shape
+    net = TwoLayerReLU.small_init(R, d, hidden, generator)
+    X, y, n = TeacherPairs.sample(beta_s, source_n, 0.0, generator)
+    return net.gd(X, y, n, _lr(X, n, RELU_LR), steps)
+
+
+#: GD step of the ReLU networks, in units of 1 / lambda_max(X^T X / n).
+RELU_LR = 0.5
+
+#: The last ReLU pretraining (key, networks, generator state after it), reused by the next learner of the
+#: same instances so that linear transfer and fine-tuning start from identical features at half the cost.
+_RELU_CACHE: dict = {}
+
+
 # ------------------------------------------------------------------------------------------------ learners
 class TransferLearner:
     """A way to learn the target task; theory (:meth:`risk`) and simulation (:meth:`simulate`) share a call.
@@ -322,7 +439,20 @@ class TransferLearner:
     name = "learner"
     needs_pretraining = True
 
-    def __init__(self, *, steps: int = 4000, source_gamma: float | None = None, source_sigma: float = 0.0):
+    def __init__(
+        self,
+        *,
+        steps: int = 4000,
+        source_gamma: float | None = None,
+        source_sigma: float = 0.0,
+        network: str = "linear",
+        hidden: int = 128,
+    ):
+        if network not in NETWORKS:
+            raise InputValidationError(f"network must be one of {NETWORKS}, got {network!r}")
+        if hidden < 1:
+            raise InputValidationError(f"hidden (ReLU width) must be >= 1, got {hidden}")
+        self.network, self.hidden = network, hidden
         if steps < 1:
             raise InputValidationError(f"steps must be >= 1, got {steps}")
         if source_gamma is not None and not (source_gamma > 0 and source_gamma != 1):
@@ -339,10 +469,17 @@ class TransferLearner:
     def fit(self, pretrained: DeepLinear | None, X, y, n, generator) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def fit_relu(
+        self, pretrained: TwoLayerReLU | None, X, y, n, generator
+    ) -> TwoLayerReLU:  # pragma: no cover
+        raise NotImplementedError
+
     def simulate(
         self, theta, gamma, sigma: float = 0.0, *, d: int = 200, instances: int = 4, seed: int = 0
     ) -> np.ndarray:
-        """Measured excess risk |beta_t - beta_hat|^2, averaged over ``instances``, at each (theta, gamma).
+        """Measured excess risk, averaged over ``instances``, at each (theta, gamma): |beta_t - beta_hat|^2 for
+        the deep linear network; E_x (f(x) - beta_t^T x)^2 on 4,000 fresh test inputs for ``network="relu"``
+        (the same quantity for a linear f).
 
         Parameters
         ----------
@@ -369,6 +506,23 @@ class TransferLearner:
         gen = torch.Generator().manual_seed(int(seed))
         teachers = TeacherPairs.draw(th, d, gen)
         pre = None
+        if self.network == "relu":
+            if self.needs_pretraining:
+                source_n = round((self.source_gamma or RELU_SOURCE_GAMMA) * d)
+                key = (th.tobytes(), d, self.hidden, source_n, self.steps, int(seed))
+                if _RELU_CACHE.get("key") != key:  # linear transfer and fine-tuning share one pretraining
+                    net = pretrain_relu(
+                        teachers.beta_s, gen, hidden=self.hidden, source_n=source_n, steps=self.steps
+                    )
+                    _RELU_CACHE.update(key=key, net=net, state=gen.get_state())
+                pre = _RELU_CACHE["net"].clone()
+                gen.set_state(_RELU_CACHE["state"])
+            X, y, n_t = TeacherPairs.sample(teachers.beta_t, n, sigma, gen)
+            net = self.fit_relu(pre, X, y, n_t, gen)
+            X_test = torch.randn(th.size, 4000, d, generator=gen, dtype=torch.float64)
+            y_test = torch.bmm(X_test, teachers.beta_t[:, :, None])[:, :, 0]
+            r = ((net(X_test) - y_test) ** 2).mean(1).numpy()
+            return r.reshape(-1, instances).mean(1).reshape(shape)
         if self.needs_pretraining:
             source_n = None if self.source_gamma is None else max(1, round(self.source_gamma * d))
             pre = pretrain(teachers.beta_s, gen, source_n=source_n, source_sigma=self.source_sigma)
@@ -395,6 +549,12 @@ class Scratch(TransferLearner):
         net = DeepLinear.small_init(X.shape[0], X.shape[2], generator)
         return net.gd(_data_gradient(X, y, n), _lr(X, n, 0.45), self.steps).beta
 
+    def fit_relu(self, pretrained, X, y, n, generator) -> TwoLayerReLU:
+        """GD on the target data from the small initialisation of a fresh two-layer ReLU network."""
+        X = _torch_tensor("X", X, 3)
+        net = TwoLayerReLU.small_init(X.shape[0], X.shape[2], self.hidden, generator)
+        return net.gd(X, y, n, _lr(X, n, RELU_LR), self.steps)
+
 
 class LinearTransfer(TransferLearner):
     """Ridge on the frozen pretrained features x^T W1 (penalty n lam |c|^2); beta_hat = W1 c (note 2a).
@@ -420,11 +580,23 @@ class LinearTransfer(TransferLearner):
     def fit(self, pretrained, X, y, n, generator) -> torch.Tensor:
         X = _torch_tensor("X", X, 3)
         F = X @ pretrained.W1  # (R, n, d) features
-        lam = max(self.lam, 1e-10)  # lam = 0 is the pseudo-inverse limit (the reference code uses 1e-5)
+        # lam = 0 is ill-posed: the O(alpha) residual features of the rank-one W1 would interpolate the noise
+        # of the refit; like the reference code, lam below LAM_FLOOR is taken as LAM_FLOOR.
+        lam = max(self.lam, LAM_FLOOR)
         A = F.transpose(1, 2) @ F + (n.to(torch.float64) * lam)[:, None, None] * torch.eye(X.shape[2])
         L = torch.linalg.cholesky(A)  # A is symmetric positive definite
         c = torch.cholesky_solve(torch.einsum("rnd,rn->rd", F, y)[:, :, None], L)[:, :, 0]
         return torch.einsum("rij,rj->ri", pretrained.W1, c)
+
+    def fit_relu(self, pretrained, X, y, n, generator) -> TwoLayerReLU:
+        """Ridge (penalty n lam |a|^2) of a new read-out on the frozen features relu(W x)."""
+        X = _torch_tensor("X", X, 3)
+        F = pretrained.features(X)  # (R, n, h); padded rows are zero
+        h = F.shape[2]
+        lam = max(self.lam, LAM_FLOOR)
+        A = F.transpose(1, 2) @ F + (n.to(torch.float64) * lam)[:, None, None] * torch.eye(h, dtype=F.dtype)
+        a = torch.cholesky_solve(torch.einsum("rnh,rn->rh", F, y)[:, :, None], torch.linalg.cholesky(A))
+        return TwoLayerReLU(pretrained.W, a[:, :, 0])
 
 
 class FineTune(TransferLearner):
@@ -448,6 +620,11 @@ class FineTune(TransferLearner):
         net = pretrained.clone()
         scale = 1.0 + float((net.w2**2).sum(1).max())  # preconditioner bound |w2|^2 + |W1|^2
         return net.gd(_data_gradient(X, y, n), _lr(X, n, 0.9 / scale), self.steps).beta
+
+    def fit_relu(self, pretrained, X, y, n, generator) -> TwoLayerReLU:
+        """GD on all weights of the pretrained two-layer ReLU network."""
+        X = _torch_tensor("X", X, 3)
+        return pretrained.clone().gd(X, y, n, _lr(X, n, RELU_LR), self.steps)
 
 
 # ---------------------------------------------------------------------------------- distribution distances

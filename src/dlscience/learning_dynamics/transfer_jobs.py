@@ -4,6 +4,7 @@
   (theta, gamma) with simulated points, slices at theta = pi/8, pi/4, 3pi/8, and the per-learner maximum
   |simulation - theory| (the acceptance number). Each learner's simulation is saved in the run state, so an
   interrupted run resumes at the next learner.
+* :func:`run_ridge_sweep` -- linear-transfer risk against its ridge lambda at theta = pi/8, pi/4, 3pi/8.
 * :func:`run_distances` -- two source/target pairs with identical input marginals and equal joint KL whose
   linear-transfer transferability has opposite signs.
 """
@@ -26,15 +27,48 @@ from dlscience.learning_dynamics.transfer import (
 )
 from dlscience.runs import RunFolder
 
-__all__ = ["run_phase_diagram", "run_distances", "SLICE_THETAS"]
+__all__ = ["run_phase_diagram", "run_distances", "run_ridge_sweep", "sign_agreement", "SLICE_THETAS"]
 
 DEFAULT_THETAS = tuple(float(v) * np.pi for v in (1 / 16, 1 / 8, 1 / 4, 3 / 8, 7 / 16))
 SLICE_THETAS = (np.pi / 8, np.pi / 4, 3 * np.pi / 8)
 PAPER = "Tahir, Ganguli & Rotskoff 2025, Features are fate (arXiv 2410.08194)"
 
 
-def _learners(lam: float, steps: int):
-    return {"scratch": Scratch(steps=steps), "lt": LinearTransfer(lam=lam), "ft": FineTune(steps=steps)}
+def _learners(lam: float, steps: int, network: str = "linear", hidden: int = 128):
+    kw = {"steps": steps, "network": network, "hidden": hidden}
+    return {"scratch": Scratch(**kw), "lt": LinearTransfer(lam=lam, **kw), "ft": FineTune(**kw)}
+
+
+#: |T_theory| below which a grid point is too near a phase boundary for its sign to count as a clear test.
+SIGN_MARGIN = 0.05
+
+
+def sign_agreement(t_theory, t_simulated, margin: float = SIGN_MARGIN) -> dict:
+    """How often the simulated transferability has the theory's sign.
+
+    Parameters
+    ----------
+    t_theory, t_simulated : array-like of float, same shape
+        T = R_scratch - R_transfer from theory and simulation.
+    margin : float >= 0
+        Points with |T_theory| <= margin (near a boundary) are counted separately.
+
+    Returns
+    -------
+    dict
+        ``{"agree", "points", "clear", "clear_points", "margin"}`` (counts).
+    """
+    t = np.asarray(t_theory, dtype=np.float64)
+    s = np.asarray(t_simulated, dtype=np.float64)
+    same = np.sign(t) == np.sign(s)
+    clear = np.abs(t) > margin
+    return {
+        "agree": int(same.sum()),
+        "points": int(same.size),
+        "clear": int((same & clear).sum()),
+        "clear_points": int(clear.sum()),
+        "margin": margin,
+    }
 
 
 def run_phase_diagram(
@@ -45,8 +79,10 @@ def run_phase_diagram(
     sigma: float = 0.0,
     lam: float = 0.1,
     d: int = 200,
-    instances: int = 8,
+    instances: int = 32,
     steps: int = 2500,
+    network: str = "linear",
+    hidden: int = 128,
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
@@ -66,6 +102,9 @@ def run_phase_diagram(
         Ridge of linear transfer.
     d, instances, steps, seed : int
         Dimension, instances per point, GD steps of scratch and fine-tuning, seed.
+    network : {"linear", "relu"}
+        The paper's deep linear network, or the nonlinear check (two-layer ReLU networks of width ``hidden``,
+        compared with the linear theory: the signs of T are the test, not the risk values).
 
     Returns
     -------
@@ -85,12 +124,18 @@ def run_phase_diagram(
         raise InputValidationError("gamma = 1 has infinite scratch risk with noise; leave it out of --gammas")
     if d < 2 or instances < 1 or steps < 1 or sigma < 0 or lam < 0:
         raise InputValidationError("need d >= 2, instances >= 1, steps >= 1, sigma >= 0, lam >= 0")
+    if network not in ("linear", "relu") or hidden < 1:
+        raise InputValidationError(
+            f"network must be linear or relu and hidden >= 1, got {network!r}, {hidden}"
+        )
     settings = dict(
         thetas=thetas, gammas=gammas, sigma=sigma, lam=lam, d=d, instances=instances, steps=steps, seed=seed
     )
+    if network != "linear":  # linear runs keep the settings (and fingerprint) they had before --network
+        settings.update(network=network, hidden=hidden)
     with RunFolder(out, "dynamics transfer phase-diagram", settings, overwrite=overwrite) as run:
         TH, GA = np.meshgrid(thetas, gammas, indexing="ij")
-        learners = _learners(lam, steps)
+        learners = _learners(lam, steps, network, hidden)
         done = run.state.setdefault("learners", {})
         from tqdm.auto import tqdm
 
@@ -119,12 +164,16 @@ def run_phase_diagram(
             for k in ("lt", "ft")
             for s in ("theory",)
         }
+        T_sim = {k: np.asarray(rows["scratch"]["simulated"]) - np.asarray(rows[k]["simulated"]) for k in T}
         summary = {
             "paper": PAPER,
-            "settings": settings,
-            "risk": "excess risk |beta_t - beta_hat|^2; transferability T = R_scratch - R_transfer",
+            "settings": {**settings, "network": network, "hidden": hidden if network == "relu" else None},
+            "risk": "excess risk |beta_t - beta_hat|^2 (E_x (f(x) - beta_t^T x)^2 for ReLU networks); "
+            "transferability T = R_scratch - R_transfer; theory = the deep linear network's closed forms",
+            "sign_agreement": {k: sign_agreement(T[k], T_sim[k]) for k in T},
             "learners": rows,
             "transferability_theory": T,
+            "transferability_simulated": {k: v.tolist() for k, v in T_sim.items()},
             "max_abs_error": {k: r["max_abs_error"] for k, r in rows.items()},
             "seconds_total": sum(r["seconds"] for r in rows.values()),
             "boundaries": {
@@ -152,6 +201,8 @@ def _phase_figure(summary: dict):
     r_s = learners["scratch"].risk(TH, GA, sigma)
     sim_s = np.asarray(summary["learners"]["scratch"]["simulated"])
     pts_th, pts_ga = np.meshgrid(st["thetas"], st["gammas"], indexing="ij")
+    relu = st.get("network", "linear") == "relu"
+    net = f"ReLU h = {st['hidden']}" if relu else "deep linear"
     fig, axes = plt.subplots(1, 5, figsize=(24, 4.6))
     for ax, key in zip(axes[:2], ("lt", "ft"), strict=True):
         T = r_s - learners[key].risk(TH, GA, sigma)
@@ -168,7 +219,7 @@ def _phase_figure(summary: dict):
         ax.set(
             xlabel="gamma = n / d",
             ylabel="theta / pi",
-            title=f"T_{key} (theory map; dots: simulation, d = {st['d']})",
+            title=f"T_{key} ({'linear ' if relu else ''}theory map; dots: {net} simulation, d = {st['d']})",
         )
         fig.colorbar(im, ax=ax, fraction=0.046, label="T = R_scratch - R_transfer (blue: helps)")
     g_line = np.linspace(0.05, 2.0, 400)
@@ -192,6 +243,7 @@ def _phase_figure(summary: dict):
         ax.legend(fontsize=8)
     fig.suptitle(
         f"Features are fate: transferability of linear transfer (lam = {lam}) and fine-tuning, sigma = {sigma}"
+        + ("; nonlinear check: lines = linear theory, dots = two-layer ReLU networks" if relu else "")
     )
     fig.tight_layout()
     return fig
@@ -252,3 +304,99 @@ def run_distances(
         run.write_json("distances.json", summary)
         run.finish()
     return summary
+
+
+def run_ridge_sweep(
+    out,
+    *,
+    thetas=SLICE_THETAS,
+    lams=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0),
+    gamma: float = 0.5,
+    sigma: float = 0.0,
+    d: int = 200,
+    instances: int = 16,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> dict:
+    """Linear-transfer risk against its ridge lambda (the paper's LT-vs-lambda figure): theory
+    R_lt = 1 - (1 + 2 lam) cos^2 theta / (1 + lam)^2 with simulated points; writes ``ridge_sweep.json`` and
+    ``ridge_sweep.png``.
+
+    Parameters
+    ----------
+    out : path
+        Run folder.
+    thetas : sequence of float
+        Angles (radians), one curve each.
+    lams : sequence of float >= 0
+        Ridge values (lam below 1e-5 is simulated at 1e-5, as in the reference code: lam = 0 is ill-posed).
+    gamma : float > 0
+        Target samples per dimension.
+    sigma : float >= 0
+        Target label noise (the theory is the n -> infinity limit of the one-dimensional refit, exact at sigma = 0).
+    d, instances, seed : int
+
+    Returns
+    -------
+    dict
+        Settings, and per theta the theory and simulated risks per lam, and the scratch risk at this gamma.
+
+    Raises
+    ------
+    InputValidationError
+        Fewer than 2 lams, a negative lam, gamma <= 0, d < 2 or instances < 1.
+    """
+    thetas, lams = tuple(float(t) for t in thetas), tuple(float(v) for v in lams)
+    if len(lams) < 2 or min(lams) < 0 or not thetas:
+        raise InputValidationError("the sweep needs >= 2 lams, all >= 0, and at least one theta")
+    if not (gamma > 0 and d >= 2 and instances >= 1 and sigma >= 0):
+        raise InputValidationError("need gamma > 0, d >= 2, instances >= 1, sigma >= 0")
+    settings = dict(thetas=thetas, lams=lams, gamma=gamma, sigma=sigma, d=d, instances=instances, seed=seed)
+    with RunFolder(out, "dynamics transfer ridge", settings, overwrite=overwrite) as run:
+        th = np.asarray(thetas)
+        curves = []
+        for lam in lams:
+            lt = LinearTransfer(lam=lam)
+            curves.append(
+                {
+                    "lam": lam,
+                    "theory": lt.risk(th, gamma, sigma).tolist(),
+                    "simulated": lt.simulate(th, gamma, sigma, d=d, instances=instances, seed=seed).tolist(),
+                }
+            )
+        scratch = float(Scratch().risk(0.0, gamma, sigma))
+        err = max(abs(a - b) for c in curves for a, b in zip(c["theory"], c["simulated"], strict=True))
+        summary = {
+            "paper": PAPER,
+            "settings": settings,
+            "risk": "excess risk |beta_t - beta_hat|^2 of linear transfer; scratch = ridgeless formula",
+            "curves": curves,
+            "scratch_risk": scratch,
+            "max_abs_error": err,
+        }
+        run.save_figure("ridge_sweep.png", _ridge_figure(summary))
+        run.write_json("ridge_sweep.json", summary)
+        run.finish()
+    return summary
+
+
+def _ridge_figure(summary: dict):
+    import matplotlib.pyplot as plt
+
+    from dlscience import plotting  # noqa: F401  (headless backend)
+
+    st = summary["settings"]
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    lam_line = np.linspace(0, max(st["lams"]), 200)
+    lams = [c["lam"] for c in summary["curves"]]
+    for i, theta in enumerate(st["thetas"]):
+        color = f"C{i}"
+        theory = [float(LinearTransfer(lam=v).risk(theta, st["gamma"], st["sigma"])) for v in lam_line]
+        ax.plot(lam_line, theory, color=color, label=f"theta = {theta / np.pi:.3f} pi")
+        ax.plot(lams, [c["simulated"][i] for c in summary["curves"]], "o", color=color, mfc="none")
+    ax.axhline(summary["scratch_risk"], color="k", ls="--", lw=1, label=f"scratch (gamma = {st['gamma']})")
+    ax.set(xlabel="ridge lambda", ylabel="excess risk of linear transfer", ylim=(0, 1.1))
+    ax.set_title(f"linear transfer vs ridge (lines: theory; dots: d = {st['d']} simulation)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
