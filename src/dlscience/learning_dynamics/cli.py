@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from dlscience import cli_options as opt
 
@@ -180,8 +181,21 @@ def _register_transfer(groups) -> None:
     p.add_argument("--sigma", type=opt.nonnegative_float, default=0.0, help="target label noise")
     p.add_argument("--lam", type=opt.nonnegative_float, default=0.1, help="ridge of linear transfer")
     p.add_argument("--d", type=opt.positive_int, default=200, help="input dimension")
-    p.add_argument("--instances", type=opt.positive_int, default=8, help="instances averaged per grid point")
-    p.add_argument("--steps", type=opt.positive_int, default=2500, help="GD steps of scratch and fine-tuning")
+    p.add_argument("--instances", type=opt.positive_int, default=32, help="instances averaged per grid point")
+    p.add_argument(
+        "--steps",
+        type=opt.positive_int,
+        default=2500,
+        help="GD steps of scratch and fine-tuning (and of the ReLU networks' pretraining)",
+    )
+    p.add_argument(
+        "--network",
+        choices=("linear", "relu"),
+        default="linear",
+        help="linear: the paper's two-layer deep linear network (theory is exact); relu: the nonlinear check, "
+        "two-layer ReLU networks f(x) = a^T relu(W x) compared with the linear theory (signs of T)",
+    )
+    p.add_argument("--hidden", type=opt.positive_int, default=128, help="ReLU width h (with --network relu)")
     opt.add_run_options(
         p, out="out/transfer-phase-diagram", seed_help="seed of teachers, data, initialisation"
     )
@@ -202,6 +216,31 @@ def _register_transfer(groups) -> None:
     p.add_argument("--d", type=opt.positive_int, default=200, help="input dimension")
     p.add_argument("--instances", type=opt.positive_int, default=8, help="instances averaged")
     opt.add_run_options(p, out="out/transfer-distances", progress=False)
+
+    p = opt.add_command(
+        cmds,
+        "ridge",
+        help="linear-transfer risk against its ridge lambda",
+        description="Linear transfer's excess risk against the ridge lambda of its read-out refit, theory "
+        "1 - (1 + 2 lam) cos^2 theta / (1 + lam)^2 with simulated points, beside the scratch risk. Writes "
+        "OUT/ridge_sweep.json and ridge_sweep.png.",
+        func=_run_transfer_ridge,
+    )
+    opt.allow_negative_values(p)
+    p.add_argument(
+        "--thetas",
+        type=_grid,
+        default=tuple(math.pi * f for f in (1 / 8, 1 / 4, 3 / 8)),
+        help="angles in radians, one curve each (lo:hi:n or a,b,c; default pi/8, pi/4, 3pi/8)",
+    )
+    p.add_argument(
+        "--lams", type=_grid, default=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0), help="ridge values (>= 0)"
+    )
+    p.add_argument("--gamma", type=opt.positive_float, default=0.5, help="target samples per dimension n / d")
+    p.add_argument("--sigma", type=opt.nonnegative_float, default=0.0, help="target label noise")
+    p.add_argument("--d", type=opt.positive_int, default=200, help="input dimension")
+    p.add_argument("--instances", type=opt.positive_int, default=16, help="instances averaged per point")
+    opt.add_run_options(p, out="out/transfer-ridge", progress=False)
 
 
 def _run_single_neuron(args: argparse.Namespace) -> None:
@@ -288,13 +327,50 @@ def _run_transfer_phase(args: argparse.Namespace) -> None:
         d=args.d,
         instances=args.instances,
         steps=args.steps,
+        network=args.network,
+        hidden=args.hidden,
         seed=args.seed,
         overwrite=args.overwrite,
         progress=args.progress,
     )
+    theory = "linear theory" if args.network == "relu" else "theory"
     for row in summary["learners"].values():
-        print(f"{row['name']:>16}: max |sim - theory| = {row['max_abs_error']:.4f} ({row['seconds']:.0f} s)")
+        print(
+            f"{row['name']:>16}: max |sim - {theory}| = {row['max_abs_error']:.4f} ({row['seconds']:.0f} s)"
+        )
+    for key, agree in summary["sign_agreement"].items():
+        print(
+            f"sign of T_{key}: simulation agrees with the linear theory at {agree['agree']}/{agree['points']} "
+            f"points ({agree['clear']}/{agree['clear_points']} where |T_theory| > {agree['margin']})"
+        )
     print(f"wrote {args.out}/phase_diagram.json, phase_diagram.png")
+
+
+def _run_transfer_ridge(args: argparse.Namespace) -> None:
+    from dlscience.learning_dynamics.transfer_jobs import run_ridge_sweep
+
+    summary = run_ridge_sweep(
+        args.out,
+        thetas=args.thetas,
+        lams=args.lams,
+        gamma=args.gamma,
+        sigma=args.sigma,
+        d=args.d,
+        instances=args.instances,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
+    header = "lam      " + "  ".join(
+        f"theta={t / math.pi:.3f}pi (theory/sim)" for t in summary["settings"]["thetas"]
+    )
+    print(header)
+    for c in summary["curves"]:
+        cells = "  ".join(
+            f"{a:.3f} / {b:.3f}".ljust(27) for a, b in zip(c["theory"], c["simulated"], strict=True)
+        )
+        print(f"{c['lam']:<8.3g} {cells}")
+    print(f"scratch risk {summary['scratch_risk']:.3f}; max |sim - theory| = {summary['max_abs_error']:.4f}")
+    print(f"wrote {args.out}/ridge_sweep.json, ridge_sweep.png")
 
 
 def _run_transfer_distances(args: argparse.Namespace) -> None:
