@@ -9,7 +9,8 @@ Stages, each resumable (a finished stage is skipped; training continues from its
        0.999 moving average of its weights) and UNet (16-32-64) on a seeded Fashion-MNIST subset
        (``--n-train``, default 10,000 images = 1,000 per class) for ``--resnet-steps`` / ``--unet-steps``
        steps (raising them continues training from the checkpoint);
-    2. calibrate the ELS patch size to each network (``--calibration-samples`` trajectories);
+    2. calibrate the ELS patch size to each network (``--calibration-samples`` trajectories), and LS's
+       separately (``ARCH/calibration_ls/``), as the paper calibrates each machine;
     3. compare network vs ELS, LS and IS on ``--n-seeds`` seeds;
     4. write ``results/els_vs_networks/table.md``, ``summary.json`` (median r next to the paper's values) and
        ``schedules.png`` (calibrated patch sizes next to the paper's).
@@ -126,19 +127,30 @@ def main() -> None:
         if args.stage == "train":
             continue
         if not _found(folder, "schedule.json").exists():
-            candidates = (
-                tuple(int(p) for p in args.candidates.split(","))
-                if args.candidates
-                else tuple(range(3, DEFAULT_MAX_CANDIDATE[arch] + 1, 2))
-            )
+            candidates = _candidates(args, arch)
             run_calibrate(
                 folder, folder / "calibration", candidates=candidates, n_samples=args.calibration_samples
+            )
+        ls_schedule = folder / "calibration_ls" / "schedule.json"
+        if not ls_schedule.exists():  # the paper calibrates LS's patch sizes separately from ELS's
+            run_calibrate(
+                folder,
+                folder / "calibration_ls",
+                machine="ls",
+                candidates=_candidates(args, arch),
+                n_samples=args.calibration_samples,
             )
         if args.stage == "calibrate":
             continue
         if not _found(folder, "compare.json").exists():
             schedule = str(_found(folder, "schedule.json"))
-            run_compare(folder, folder / "compare", schedule=schedule, n_seeds=args.n_seeds)
+            run_compare(
+                folder,
+                folder / "compare",
+                schedule=schedule,
+                ls_schedule=str(ls_schedule),
+                n_seeds=args.n_seeds,
+            )
     # the table covers every network compared so far, also those of an earlier run with other --archs
     rows = {
         arch: json.loads(_found(out / arch, "compare.json").read_text())
@@ -186,6 +198,13 @@ def main() -> None:
     )
     schedule_figure(schedules, out / "schedules.png")
     print("\n".join(lines))
+
+
+def _candidates(args, arch: str) -> tuple[int, ...]:
+    """The odd patch sizes the calibrations try: ``--candidates`` or 3 .. the architecture's default maximum."""
+    if args.candidates:
+        return tuple(int(p) for p in args.candidates.split(","))
+    return tuple(range(3, DEFAULT_MAX_CANDIDATE[arch] + 1, 2))
 
 
 def schedule_figure(schedules: dict, path: Path) -> None:

@@ -78,6 +78,18 @@ def test_train_calibrate_compare_pipeline(tmp_path, capsys):
     only = json.loads((tmp_path / "cmp_els" / "compare.json").read_text())
     assert set(only["summary"]) == {"ELS"}
     assert only["per_seed"]["r"]["ELS"] == data["per_seed"]["r"]["ELS"]
+    # --ls-schedule gives LS a schedule of its own and leaves ELS alone: LS here samples as LS under --schedule 3
+    net, cal = str(tmp_path / "net"), str(tmp_path / "cal" / "schedule.json")
+    common = ["--n-seeds", "2", "--no-progress", "--model", net]
+    assert main(["els", "compare", "--schedule", cal, "--ls-schedule", "3", "--machines", "els,ls"]
+                + common + ["--out", str(tmp_path / "own")]) == 0  # fmt: skip
+    assert main(["els", "compare", "--schedule", "3", "--machines", "ls"]
+                + common + ["--out", str(tmp_path / "ls3")]) == 0  # fmt: skip
+    own = json.loads((tmp_path / "own" / "compare.json").read_text())
+    ls3 = json.loads((tmp_path / "ls3" / "compare.json").read_text())
+    assert own["per_seed"]["r"]["ELS"] == data["per_seed"]["r"]["ELS"]
+    assert own["per_seed"]["r"]["LS"] == ls3["per_seed"]["r"]["LS"]
+    assert own["ls_schedule"]["sizes"] == [3] * 20 and own["schedule"]["sizes"] == data["schedule"]["sizes"]
     const = json.loads((tmp_path / "cmp_const" / "compare.json").read_text())
     assert const["schedule"]["offset"] == 1 and const["schedule"]["sizes"] == [3] * 20
     code = main(

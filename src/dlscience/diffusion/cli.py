@@ -207,6 +207,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     k.add_argument("--model", required=True, help="folder or model.pt written by `dlscience diffusion train`")
     k.add_argument("--schedule", required=True, help="patch-size schedule: JSON file, preset or odd integer")
+    k.add_argument(
+        "--ls-schedule",
+        default=None,
+        help="a schedule of LS's own (as the paper calibrates each machine: `els calibrate --machine ls`); "
+        "default: LS uses --schedule",
+    )
     _add_schedule_offset(k)
     k.add_argument(
         "--machines",
@@ -360,7 +366,9 @@ def _run_calibrate(args: argparse.Namespace) -> None:
 def _run_compare(args: argparse.Namespace) -> None:
     from dlscience.diffusion.network_jobs import run_compare
 
-    options = opt.pick(args, "schedule", "schedule_offset", "machines", "n_seeds", "seed", "data_dir")
+    options = opt.pick(
+        args, "schedule", "ls_schedule", "schedule_offset", "machines", "n_seeds", "seed", "data_dir"
+    )
     summary = run_compare(args.model, args.out, **options, **opt.job_options(args))
     print(f"wrote {args.out}/compare.json, compare.png")
     print(f"{'machine':<8} {'median r':>9} {'IQR r':>15} {'median r^2':>11} {'median R^2':>11}")

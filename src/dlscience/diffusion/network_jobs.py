@@ -159,6 +159,7 @@ def run_compare(
     *,
     schedule: str,
     schedule_offset: int = 0,
+    ls_schedule: str | None = None,
     machines: tuple[str, ...] = ("ELS", "LS", "IS"),
     n_seeds: int = 100,
     seed: int = 0,
@@ -172,7 +173,9 @@ def run_compare(
 
     ``schedule_offset`` (0 or 1) shifts the schedule lookup by one grid point; 1 reproduces the reference
     code, whose step at t = i/20 uses the size calibrated at t + 0.05 (research note els.md Sec. 1).
-    ``machines`` is any non-empty subset of ELS, LS, IS (IS needs no schedule).
+    ``machines`` is any non-empty subset of ELS, LS, IS (IS needs no schedule). ``ls_schedule`` gives LS a
+    patch-size schedule of its own (the paper calibrates each machine separately: ``els calibrate --machine
+    ls``); without it LS uses ``schedule``.
 
     Every finished sample goes to ``compare_checkpoint.pt`` in ``out``; rerunning the same command after an
     interruption continues from it. ``out`` is a :class:`~dlscience.runs.RunFolder` (command ``els compare``)
@@ -195,10 +198,14 @@ def run_compare(
     network = load_network(model)
     sched = resolve_patch_size(int(schedule) if str(schedule).isdigit() else schedule)
     sched = PatchSchedule(sched.sizes, offset=schedule_offset, name=sched.name)
+    ls_sched = sched
+    if ls_schedule is not None:
+        ls_sched = resolve_patch_size(int(ls_schedule) if str(ls_schedule).isdigit() else ls_schedule)
+        ls_sched = PatchSchedule(ls_sched.sizes, offset=schedule_offset, name=ls_sched.name)
     kw = {"labels": ds.labels if network.conditional else None, "num_classes": network.num_classes}
     builders = {
         "ELS": lambda: ELSDenoiser(ds.images, sched, cfg["padding"], **kw),
-        "LS": lambda: LocalDenoiser(ds.images, sched, **kw),
+        "LS": lambda: LocalDenoiser(ds.images, ls_sched, **kw),
         "IS": lambda: IdealDenoiser(ds.images, **kw),
     }
     machines = {name: builders[name]() for name in builders if name in machines}
@@ -213,6 +220,8 @@ def run_compare(
         "seed": seed,
         "data_dir": data_dir,
     }
+    if ls_schedule is not None:  # runs without one keep the fingerprint they had before --ls-schedule
+        settings["ls_schedule"] = ls_sched.to_json()
     run = _network_run(out, "els compare", settings, model, ds, overwrite, COMPARE_OUTPUTS)
     with run:
         checkpoint = run.checkpoint_path("compare_checkpoint.pt")
@@ -230,6 +239,7 @@ def run_compare(
         summary = {
             "model": str(model),
             "schedule": sched.to_json(),
+            "ls_schedule": ls_sched.to_json() if "LS" in machines else None,
             "n_seeds": n_seeds,
             "summary": res.summary(),
             "per_seed": {
