@@ -3,6 +3,8 @@
 * :mod:`~dlscience.signal_propagation.nonlinearities` -- phi and phi', one definition for theory and networks;
 * :mod:`~dlscience.signal_propagation.model` -- the block family (pre-LN, residual strengths, sigma_A, sigma_w);
 * :mod:`~dlscience.signal_propagation.maps` -- (q, rho) maps, fixed points, lambda_a and lambda_g;
+* :mod:`~dlscience.signal_propagation.finite_depth_gradient` -- the finite-depth gradient exponent lambda_g(L, n)
+  and the token-space maps of the collapsed state, bidirectional and causal;
 * :mod:`~dlscience.signal_propagation.simulate` -- the same quantities measured in finite networks;
 * :mod:`~dlscience.signal_propagation.phase_diagram` -- phase diagram and theory-vs-simulation tables;
 * :mod:`~dlscience.signal_propagation.trainability` -- do the exponents predict the loss after training?

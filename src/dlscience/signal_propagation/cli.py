@@ -156,9 +156,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         cmds,
         "phase-diagram",
         "lambda_a and lambda_g over (alpha, sigma_w)",
-        "Angle exponent lambda_a and gradient exponent lambda_g over alpha = alpha_A = alpha_M and "
-        "sigma_w, with the edge of chaos; optionally the maps' cosine after L blocks. One value on an axis "
-        "gives line plots. Writes OUT/phase_diagram.json and .png.",
+        "Angle exponent lambda_a (bidirectional and causal attention) and gradient exponent lambda_g "
+        "(infinite depth, and at finite depth L and n tokens) over alpha = alpha_A = alpha_M and sigma_w, "
+        "with their zero lines; optionally the maps' cosine after L blocks. One value on an axis gives line "
+        "plots. Writes OUT/phase_diagram.json and .png.",
     )
     _grid_options(p, "0.05:0.95:37", "0.5:6:45", "list or START:STOP:NUM")
     _sigma_A_option(p)
@@ -168,6 +169,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=nonnegative_int,
         default=0,
         help="also map the cosine through this many blocks",
+    )
+    p.add_argument(
+        "--gradient-layers",
+        type=positive_int,
+        default=16,
+        help="L of the finite-depth gradient exponent lambda_g(L, n)",
+    )
+    p.add_argument(
+        "--n-tokens", type=positive_int, default=32, help="n of the finite-depth gradient exponent"
+    )
+    p.add_argument(
+        "--mask",
+        default="bidirectional",
+        choices=("bidirectional", "causal"),
+        help="attention mask of the finite-depth gradient exponent (lambda_a is drawn for both)",
     )
     add_run_options(p, out="out/sigprop-phase", seed=False, progress=False)
     p.set_defaults(func=_run_phase)
@@ -243,7 +259,8 @@ def _run_maps(args: argparse.Namespace) -> None:
 def _run_phase(args: argparse.Namespace) -> None:
     from dlscience.signal_propagation.jobs import phase_diagram_job, phase_diagram_lines
 
-    options = opt.pick(args, "sigma_A", "nonlinearity", "geometry_layers", "out")
+    options = opt.pick(args, "sigma_A", "nonlinearity", "geometry_layers", "gradient_layers", "n_tokens", "mask",
+                       "out")  # fmt: skip
     d = phase_diagram_job(args.alphas, args.sigma_ws, **options, **opt.job_options(args))
     print("\n".join(phase_diagram_lines(d)))
     print(f"wrote {args.out}/phase_diagram.json, phase_diagram.png")

@@ -162,28 +162,41 @@ def phase_diagram_job(
     sigma_A: float = 1.0,
     nonlinearity: str = "tanh",
     geometry_layers: int = 0,
+    gradient_layers: int = 16,
+    n_tokens: int = 32,
+    mask: str = "bidirectional",
     out: str | Path,
     overwrite: bool = False,
 ) -> dict:
     """:func:`~dlscience.signal_propagation.phase_diagram.phase_diagram` written to ``out/phase_diagram.json``
-    and ``.png`` (one value on an axis gives line plots instead of heat maps).
+    and ``.png`` (one value on an axis gives line plots instead of heat maps), with the finite-depth gradient
+    exponent lambda_g(L = ``gradient_layers``, n = ``n_tokens``) for attention ``mask``.
 
     Raises
     ------
     InputValidationError
-        alphas outside (0, 1), sigma_ws <= 0, an empty axis or a repeated value, before anything is written.
+        alphas outside (0, 1), sigma_ws <= 0, an empty axis or a repeated value, L or n < 1, or an unknown mask,
+        before anything is written.
     """
+    from dlscience.signal_propagation.finite_depth_gradient import MASKS
     from dlscience.signal_propagation.phase_diagram import phase_diagram, phase_figure
 
     alphas, sigma_ws = [float(a) for a in alphas], [float(s) for s in sigma_ws]
     if any(not 0 < a < 1 for a in alphas) or any(not s > 0 for s in sigma_ws):
         raise InputValidationError("--alphas must lie in (0, 1) and --sigma-ws be > 0")
+    if gradient_layers < 1 or n_tokens < 1 or mask not in MASKS:
+        raise InputValidationError(
+            f"need --gradient-layers >= 1, --n-tokens >= 1 and --mask in {MASKS}, got {gradient_layers}, "
+            f"{n_tokens}, {mask!r}"
+        )
     settings = {"alphas": alphas, "sigma_ws": sigma_ws, "sigma_A": sigma_A, "nonlinearity": nonlinearity,
-                "geometry_layers": geometry_layers}  # fmt: skip
+                "geometry_layers": geometry_layers, "gradient_layers": gradient_layers, "n_tokens": n_tokens,
+                "mask": mask}  # fmt: skip
     outputs = ("phase_diagram.json", "phase_diagram.png")
     with _run(out, "sigprop phase-diagram", settings, outputs, overwrite) as run:
         d = phase_diagram(alphas, sigma_ws, sigma_A=sigma_A, nonlinearity=nonlinearity,
-                          geometry_layers=geometry_layers)  # fmt: skip
+                          geometry_layers=geometry_layers, gradient_layers=gradient_layers,
+                          gradient_tokens=n_tokens, mask=mask)  # fmt: skip
         run.write_json("phase_diagram.json", d)
         run.save_figure("phase_diagram.png", phase_figure(d))
         run.finish()
@@ -191,11 +204,17 @@ def phase_diagram_job(
 
 
 def phase_diagram_lines(d: dict) -> list[str]:
-    """The edge of chaos for up to about eight alphas of :func:`phase_diagram_job`."""
-    pairs = list(zip(d["alpha"], d["edge_of_chaos"], strict=True))
+    """The three zero lines for up to about eight alphas of :func:`phase_diagram_job`."""
+    fd, z = d["finite_depth"], d["zero_lines"]
+
+    def fmt(v):
+        return "none in grid" if v is None else f"{v:.3f}"
+
+    rows = list(zip(d["alpha"], z["lambda_a"], z["lambda_a_causal"], z["lambda_g_finite"], strict=True))
     return [
-        f"alpha = {a:.3f}: edge of chaos at sigma_w = {'none in grid' if s is None else f'{s:.3f}'}"
-        for a, s in pairs[:: max(1, len(pairs) // 8)]
+        f"alpha = {a:.3f}: edge of chaos at sigma_w = {fmt(e)} (bidirectional), {fmt(c)} (causal); "
+        f"lambda_g(L={fd['layers']}, n={fd['n']}, {fd['mask']}) = 0 at {fmt(g)}"
+        for a, e, c, g in rows[:: max(1, len(rows) // 8)]
     ]
 
 

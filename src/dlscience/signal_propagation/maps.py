@@ -32,6 +32,10 @@ orthogonal to the token mean); lambda_g that of the token-mean mode, whose Jacob
 branch. The end-to-end Jacobian then has E|J|_F^2 / (n d) = (1/n) e^{L lambda_g} + (1 - 1/n) e^{L lambda_a}.
 lambda_a < 0 is the ordered phase (tokens collapse, rho -> 1), lambda_a > 0 the chaotic phase (tokens settle
 on a regular simplex rho* < 1). The gradient formula holds at the collapsed state, i.e. in the ordered phase.
+Both are infinite-depth rates, and they satisfy the identity lambda_a = lambda_g + ln(c_A^2 q* / q1*), i.e.
+lambda_g = ln[(c_M^2 q1* + alpha_M^2 chi) / (c_M^2 q1* + alpha_M^2 K(1))] (test_exponent_identity.py). The
+paper's gradient exponent is measured at finite depth L and n tokens: see
+:mod:`~dlscience.signal_propagation.finite_depth_gradient`, which also derives ``angle_exponent(..., mask="causal")``.
 """
 
 from __future__ import annotations
@@ -297,10 +301,38 @@ def layer_factors(q: float, params: SignalPropParams) -> tuple[float, float]:
     return params.c_A**2 * mlp, (params.c_A**2 + params.alpha_A**2 * params.sigma_V**2 / q) * mlp
 
 
-def angle_exponent(params: SignalPropParams) -> float:
-    """lambda_a at the collapsed fixed point (-inf when alpha_A = 1: one attention layer collapses the tokens)."""
-    q_star, _ = collapsed_fixed_point(params)
-    g, _ = layer_factors(q_star, params)
+def angle_exponent(params: SignalPropParams, mask: str = "bidirectional") -> float:
+    """lambda_a: growth rate per block of token differences (1 - rho) at the collapsed fixed point.
+
+    Parameters
+    ----------
+    params : SignalPropParams
+        Complementary residuals (the collapsed fixed point must exist).
+    mask : {"bidirectional", "causal"}
+        Bidirectional attention (the paper's): lambda_a = log c_A^2 + log(c_M^2 + alpha_M^2 chi / q1*).
+        Causal attention (token i averages tokens 1..i at the collapsed state): the difference of the first two
+        tokens keeps half its value through the attention branch, so
+        lambda_a = log(c_A^2 + alpha_A^2 sigma_V^2 / (4 q*)) + log(c_M^2 + alpha_M^2 chi / q1*), for any n >= 2
+        (derived in :mod:`~dlscience.signal_propagation.finite_depth_gradient`).
+
+    Returns
+    -------
+    float
+        -inf for bidirectional attention with alpha_A = 1 (one attention layer collapses the tokens).
+
+    Raises
+    ------
+    InputValidationError
+        Identity residuals or alpha_A = alpha_M = 0 (no fixed point), or an unknown mask.
+    """
+    if mask not in ("bidirectional", "causal"):
+        raise InputValidationError(f"angle_exponent: mask must be 'bidirectional' or 'causal', got {mask!r}")
+    q_star, q1_star = collapsed_fixed_point(params)
+    mlp_gain = params.c_M**2 + params.alpha_M**2 * mlp_chi(params.sigma_w, params.nonlinearity) / q1_star
+    kept = params.c_A**2  # fraction of a token difference the attention sublayer keeps (bidirectional)
+    if mask == "causal":
+        kept += params.alpha_A**2 * params.sigma_V**2 / (4 * q_star)
+    g = kept * mlp_gain
     return math.log(g) if g > 0 else -math.inf
 
 
@@ -323,12 +355,17 @@ def jacobian_growth(params: SignalPropParams, n: int, n_layers: int) -> float:
 
 
 def critical_sigma_w(
-    alpha: float, nonlinearity: str = "tanh", sigma_A: float = 1.0, hi: float = 20.0
+    alpha: float,
+    nonlinearity: str = "tanh",
+    sigma_A: float = 1.0,
+    hi: float = 20.0,
+    mask: str = "bidirectional",
 ) -> float:
-    """sigma_w at the edge of chaos (lambda_a = 0) for alpha_A = alpha_M = alpha; nan if none below ``hi``."""
+    """sigma_w at the edge of chaos (lambda_a = 0 for the attention ``mask``) for alpha_A = alpha_M = alpha; nan
+    if none below ``hi``."""
 
     def f(s):
-        return angle_exponent(SignalPropParams(alpha, alpha, sigma_A, s, nonlinearity=nonlinearity))
+        return angle_exponent(SignalPropParams(alpha, alpha, sigma_A, s, nonlinearity=nonlinearity), mask)
 
     lo = 1e-3
     if f(lo) > 0 or f(hi) < 0:
