@@ -83,7 +83,7 @@ def _training_command(cmds, name: str, *, help: str, description: str, tasks: tu
     )
     p.add_argument("--eval-every", type=opt.positive_int, default=500, help="steps between evaluations")
     p.add_argument("--task-seed", type=opt.nonnegative_int, default=0, help="seed of the task pool")
-    opt.add_run_options(p, out=None, seed_help="seed of the initialisation and the data stream")
+    opt.add_run_options(p, out=None, seed_help="seed of the initialisation and the data stream", device=True)
 
 
 def _config(args, n_tasks=None):
@@ -200,7 +200,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> None:
     from dlscience.icl.training import train
 
-    log = train(_config(args, args.tasks), args.out, **opt.job_options(args))
+    log = train(_config(args, args.tasks), args.out, device=args.device, **opt.job_options(args))
     final = log["evals"][-1]
     for dist in ("true", "pretrain"):
         errs = ", ".join(f"{k} {v:.4f}" for k, v in final[dist]["mean_error"].items())
@@ -220,6 +220,7 @@ def _run_sweep(args: argparse.Namespace) -> None:
         pair_tol=args.pair_tol,
         final_eval_samples=args.final_eval_samples,
         pair_tasks=args.pair_tasks,
+        device=args.device,
     )
     print(Path(args.out, "table.md").read_text())
     mid = summary["threshold"]

@@ -195,6 +195,7 @@ def run_sweep(
     pair_tol: float = 0.0,
     final_eval_samples: int = FINAL_EVAL_SAMPLES,
     pair_tasks: list[int] | None = None,
+    device: str = "cpu",
 ) -> dict:
     """Train one transformer per M (each resumable, finished ones reused) and write ``sweep.json``,
     ``sweep.png``, ``sweep_training.png`` (:func:`threshold_by_step`) and ``table.md`` to ``out``.
@@ -223,6 +224,9 @@ def run_sweep(
         Every finished model is evaluated once more on this many fresh sequences per distribution (seeds
         independent of training and of the in-training evaluations); the rows, M_mid and the paper's threshold
         use this evaluation. Cached per run in ``final_eval.json``, so a resumed sweep does not repeat it.
+    device : str
+        torch device of the transformers (see :func:`~dlscience.icl.training.train`); the final evaluation
+        runs there too.
     pair_tasks : list of int, optional
         The finite M that get the doubled budget (default: every finite M in ``tasks``); the paper's rule is
         applied over these. Spend the doubled runs around the threshold, where the rule needs them.
@@ -289,10 +293,16 @@ def run_sweep(
         if run.finished:  # finished for another list of M: not finished until this list is
             run.manifest["finished"] = False
             run.save_state()
-        finals = _FinalEvals(run, final_eval_samples)
+        finals = _FinalEvals(run, final_eval_samples, device)
         for m, name in zip(tasks, names[: len(tasks)], strict=True):
             try:
-                log = train(replace(base, n_tasks=m), run.path(name), progress=progress, overwrite=overwrite)
+                log = train(
+                    replace(base, n_tasks=m),
+                    run.path(name),
+                    progress=progress,
+                    overwrite=overwrite,
+                    device=device,
+                )
             except RunInterrupted as exc:
                 done = [f"M={_fmt_m(r['M'])}" for r in rows]
                 kept = f"; the finished runs ({', '.join(done)}) are kept in {out}" if done else ""
@@ -328,6 +338,7 @@ def run_sweep(
                         run.path(name),
                         progress=progress,
                         overwrite=overwrite,
+                        device=device,
                     )
                 except RunInterrupted as exc:
                     raise RunInterrupted(f"{exc}; the finished runs are kept in {out}") from None
@@ -371,8 +382,8 @@ class _FinalEvals:
     cached in the sweep's ``final_eval.json`` (keyed by run name and sample count) and written as each one is
     done, so an interrupted sweep keeps them."""
 
-    def __init__(self, run: RunFolder, n_samples: int):
-        self.run, self.n_samples = run, n_samples
+    def __init__(self, run: RunFolder, n_samples: int, device: str = "cpu"):
+        self.run, self.n_samples, self.device = run, n_samples, device
         path = run.path("final_eval.json")
         fix = "delete it; the evaluations are recomputed"
         self.cache = read_json(path, what="final evaluations", fix=fix) if path.exists() else {}
@@ -383,6 +394,7 @@ class _FinalEvals:
         if hit is not None and hit.get("n_samples") == self.n_samples:
             return hit
         model, cfg = load_transformer(self.run.path(name))
+        model.to(self.device)
         task = cfg.task()
         estimators = {"transformer": model, **bayes_estimators(task)}
         result: dict = {"n_samples": self.n_samples}

@@ -202,7 +202,14 @@ def _identity(cfg: ICLConfig) -> dict:
     return d
 
 
-def train(config: ICLConfig, out: str | Path, *, progress: bool = True, overwrite: bool = False) -> dict:
+def train(
+    config: ICLConfig,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    overwrite: bool = False,
+    device: str = "cpu",
+) -> dict:
     """Pretrain (or continue pretraining) a transformer; write ``checkpoint.pt``, ``model.pt`` and ``log.json``.
 
     Parameters
@@ -216,6 +223,10 @@ def train(config: ICLConfig, out: str | Path, *, progress: bool = True, overwrit
         Progress bar with the running loss and the latest Delta distances.
     overwrite : bool
         Replace a run of other settings in ``out`` (removing every file it wrote) instead of refusing it.
+    device : str
+        torch device of the transformer ("cpu", "cuda", "cuda:1"). The data stream is drawn on the CPU from
+        the same seeded generator whatever the device, and checkpoints load onto any device, so a run can
+        move between machines; results on another device agree up to floating-point rounding.
 
     Returns
     -------
@@ -245,7 +256,7 @@ def train(config: ICLConfig, out: str | Path, *, progress: bool = True, overwrit
         legacy=OUTPUTS,
         adopt_legacy=True,
     )
-    ckpt = _checkpoint(cfg, out / "checkpoint.pt")
+    ckpt = _checkpoint(cfg, out / "checkpoint.pt", device)
 
     def restore() -> dict:
         state, extra = ckpt.restore(
@@ -272,11 +283,11 @@ def train(config: ICLConfig, out: str | Path, *, progress: bool = True, overwrit
     return log
 
 
-def _checkpoint(cfg: ICLConfig, path: Path) -> TrainingCheckpoint:
-    """A fresh model (seeded by ``cfg.seed``), Adam, the triangle schedule and the data generator
-    (``cfg.seed + 1``), held by the run's checkpoint."""
+def _checkpoint(cfg: ICLConfig, path: Path, device: str = "cpu") -> TrainingCheckpoint:
+    """A fresh model (seeded by ``cfg.seed``, initialised on the CPU, then moved to ``device``), Adam, the
+    triangle schedule and the data generator (``cfg.seed + 1``), held by the run's checkpoint."""
     torch.manual_seed(cfg.seed)
-    model = TransformerICL(cfg.n_dims, cfg.n_points, cfg.n_layer, cfg.n_embd, cfg.n_head)
+    model = TransformerICL(cfg.n_dims, cfg.n_points, cfg.n_layer, cfg.n_embd, cfg.n_head).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: triangle_lr(s, cfg.steps, 1.0, cfg.warmup_fraction)
@@ -305,9 +316,12 @@ def _train_in(run, cfg, task, ckpt, fixed, state, progress) -> dict:
             row[d] = ev.to_json()
         return row
 
+    device = model.wpe.weight.device
+
     def step() -> float:
         batch = task.sample(cfg.batch_size, gen, "pretrain")
-        loss = ((model(batch.xs, batch.ys) - batch.ys) ** 2).mean()
+        xs, ys = batch.xs.to(device), batch.ys.to(device)
+        loss = ((model(xs, ys) - ys) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -338,7 +352,8 @@ def _train_in(run, cfg, task, ckpt, fixed, state, progress) -> dict:
         desc=f"icl M={m}",
         after_step=after_step,
     )
-    run.save_torch("model.pt", {"config": asdict(cfg), "model": model.state_dict()})
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    run.save_torch("model.pt", {"config": asdict(cfg), "model": weights})
     log = {
         "command": "dlscience icl train",
         "settings": asdict(cfg),

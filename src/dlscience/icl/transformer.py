@@ -135,10 +135,12 @@ class TransformerICL(ICLEstimator, nn.Module):
 
     @torch.no_grad()
     def _predict(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        """Evaluation-mode predictions without gradients, (B, K) float32."""
+        """Evaluation-mode predictions without gradients, (B, K) float32 on the inputs' device (computed on the
+        model's device, e.g. a GPU, when the two differ)."""
         was_training = self.training
         self.eval()
+        device = self.wpe.weight.device
         try:
-            return self._forward(xs, ys)
+            return self._forward(xs.to(device), ys.to(device)).to(xs.device)
         finally:
             self.train(was_training)
