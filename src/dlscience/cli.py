@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every study's subcommands registered."""
     from dlscience.dedup import cli as dedup_cli
     from dlscience.diffusion import cli as diffusion_cli
+    from dlscience.evaluation import cli as eval_cli
+    from dlscience.graders import cli as graders_cli
     from dlscience.icl import cli as icl_cli
     from dlscience.learning_dynamics import cli as dynamics_cli
     from dlscience.signal_propagation import cli as sigprop_cli
@@ -37,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     icl_cli.register(sub)
     sigprop_cli.register(sub)
     dynamics_cli.register(sub)
+    graders_cli.register(sub)
+    eval_cli.register(sub)
     return parser
 
 
