@@ -23,7 +23,8 @@ bench: venv data
 	$(BIN)/python benchmarks/els_speed.py
 
 # Fashion-MNIST from Debian's dataset-fashion-mnist package (IDX files under $(FMNIST)) and the WordNet glosses
-# of wordnet-base (the signal-propagation study's text corpus; its tests skip without it).
+# of wordnet-base (the signal-propagation and eval studies' text corpus; their tests skip without it), and
+# Debian's chromium (the eval report is checked in a headless browser).
 WORDNET := /usr/share/wordnet
 APT_GET  = $(SUDO) apt-get install -y -q $(1) >/dev/null 2>&1 || \
 	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q $(1) >/dev/null; }
@@ -31,6 +32,7 @@ data:
 	@[ -f $(FMNIST)/train-images-idx3-ubyte.gz ] || { $(call APT_GET,dataset-fashion-mnist); }
 	@[ -f $(FMNIST)/train-images-idx3-ubyte.gz ] && echo "Fashion-MNIST: $(FMNIST)"
 	@[ -f $(WORDNET)/data.noun ] || { $(call APT_GET,wordnet-base); } || echo "wordnet-base not installed"
+	@command -v chromium >/dev/null || { $(call APT_GET,chromium); } || echo "chromium not installed (the eval report's browser test skips)"
 
 venv: $(VENV)/.installed
 
