@@ -4,6 +4,11 @@
   trajectories on whitened data, the low-rank limit, the NTK distance, gradient flow and gradient descent.
 * :mod:`~dlscience.learning_dynamics.transfer` -- transfer learning in deep linear networks (Tahir et al. 2025,
   "Features are fate"): scratch, linear transfer and fine-tuning, theory and simulation behind one interface.
+* :mod:`~dlscience.learning_dynamics.collapse` -- stochastic collapse (Chen et al. 2023): vanishing and identical
+  units, independent-neuron fraction and effective rank per layer of any torch model (``collapse_report``).
+* :mod:`~dlscience.learning_dynamics.collapse_theory` -- the attractivity condition L''(0) + D''(0)/2 > 0, the
+  quartic well, the tanh neuron and the diagonal linear teacher-student, each with its simulation.
+* :mod:`~dlscience.learning_dynamics.collapse_cnn` -- the CNN experiment on Fashion-MNIST.
 """
 
 from dlscience.learning_dynamics.lazy_rich import (
@@ -17,6 +22,12 @@ from dlscience.learning_dynamics.lazy_rich import (
 )
 
 __all__ = [
+    "DiagonalTeacherStudent",
+    "QuarticWell",
+    "TanhNeuron",
+    "attractivity_margin",
+    "collapse_report",
+    "load_model",
     "DeepLinear",
     "FineTune",
     "LinearTransfer",
@@ -50,10 +61,25 @@ _TRANSFER = {
 }
 
 
+_COLLAPSE = {
+    "collapse_report": "collapse",
+    "load_model": "collapse",
+    "DiagonalTeacherStudent": "collapse_theory",
+    "QuarticWell": "collapse_theory",
+    "TanhNeuron": "collapse_theory",
+    "attractivity_margin": "collapse_theory",
+}
+
+
 def __getattr__(name: str):
-    """The transfer names load on first use, so the CLI does not import torch to parse its options."""
+    """The transfer and collapse names load on first use, so the CLI does not import torch to parse its
+    options."""
     if name in _TRANSFER:
         from dlscience.learning_dynamics import transfer
 
         return getattr(transfer, name)
+    if name in _COLLAPSE:
+        import importlib
+
+        return getattr(importlib.import_module(f"dlscience.learning_dynamics.{_COLLAPSE[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""CLI of the learning-dynamics studies: ``dlscience dynamics lazy-rich ...`` and ``dlscience dynamics transfer ...``."""
+"""CLI of the learning-dynamics studies: ``dlscience dynamics lazy-rich ...``, ``dlscience dynamics transfer ...``,
+``dlscience dynamics collapse ...`` and ``dlscience dynamics collapse-report``."""
 
 from __future__ import annotations
 
@@ -146,6 +147,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     opt.add_progress(p)
 
     _register_transfer(groups)
+    _register_collapse(groups)
 
 
 def _register_transfer(groups) -> None:
@@ -393,3 +395,295 @@ def _run_transfer_distances(args: argparse.Namespace) -> None:
             f"T_lt theory {row['T_lt_theory']:+.3f}, simulated {row['T_lt_simulated']:+.3f}"
         )
     print(f"wrote {args.out}/distances.json")
+
+
+# ------------------------------------------------------------------------------------------ stochastic collapse
+CNN_PRESET_NAMES = ("cpu", "tiny")  # the keys of collapse_cnn.CNN_PRESETS (not imported here: it loads torch)
+
+
+def _register_collapse(groups) -> None:
+    """``dlscience dynamics collapse-report CHECKPOINT`` and ``dlscience dynamics collapse quartic | tanh |
+    teacher-student | cnn`` (Chen, Kunin, Yamamura & Ganguli 2023, arXiv 2306.04251)."""
+    p = groups.add_parser(
+        "collapse-report",
+        help="vanishing and identical units per layer of any model file (stochastic collapse)",
+        description="Measure stochastic collapse in a trained model (Chen et al. 2023, Sec. 5): per Linear / Conv2d "
+        "layer, the units whose incoming kernel + bias + outgoing weights vanish (norm < --vanish-threshold of the "
+        "layer's largest) or coincide (normalised squared distance < --identical-threshold), the fraction of "
+        "independent neurons and the entropy effective rank. CHECKPOINT: a model.pt of `dlscience diffusion "
+        "train` or `dlscience icl train`, a state_dict (bare or under 'model' / 'state_dict'), or a whole "
+        "pickled nn.Module (with --trust-pickle). Prints the table; writes OUT/collapse_report.json, "
+        "OUT/collapse_report.png (all layers) and OUT/layer_<name>.png per layer.",
+        formatter_class=opt.HelpFormatter,
+    )
+    p.set_defaults(func=_run_collapse_report)
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="model file (.pt) or a folder holding model.pt")
+    p.add_argument(
+        "--vanish-threshold",
+        type=opt.unit_interval,
+        default=0.1,
+        help="a unit vanishes when its norm is below this fraction of the layer's largest (paper: 0.1)",
+    )
+    p.add_argument(
+        "--identical-threshold",
+        type=opt.unit_interval,
+        default=0.1,
+        help="two units are identical when 2|ti - tj|^2 / (|ti|^2 + |tj|^2) is below this (paper: 0.1)",
+    )
+    p.add_argument(
+        "--incoming-only",
+        action="store_true",
+        help="describe a unit by its incoming kernel and bias only (no outgoing weights of the next layer)",
+    )
+    p.add_argument(
+        "--no-figures",
+        dest="figures",
+        action="store_false",
+        help="no per-layer figures (the JSON and the all-layer figure collapse_report.png only)",
+    )
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow a file holding pickled Python objects (a whole nn.Module): unpickling runs code from it",
+    )
+    opt.add_out(p, "out/collapse-report")
+    opt.add_overwrite(p)
+
+    cmds = groups.add_parser(
+        "collapse",
+        help="stochastic collapse: attractivity demos and the CNN experiment (Chen et al. 2023)",
+        description="SGD noise attracts networks to invariant sets (vanishing and identical neurons): the "
+        "quartic-well SDE, the tanh neuron, the diagonal linear teacher-student, and a small CNN on Fashion-MNIST "
+        "(Chen, Kunin, Yamamura & Ganguli, NeurIPS 2023, arXiv 2306.04251).",
+    ).add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = opt.add_command(
+        cmds,
+        "quartic",
+        help="Fig. 1: collapse probability of the quartic well against the noise (zeta_c = sqrt(2 mu))",
+        description="Simulate d theta = -(theta^3 - mu theta) dt + zeta theta dB over a grid of zeta (Euler-Maruyama "
+        "on log|theta|, vectorised over paths) and estimate P(collapse) = P(log|theta_T| / T < -kappa); its 0.5 "
+        "crossing is compared with zeta_c = sqrt(2 mu). Also the note's P(theta_T^2 < 1e-30) at T = 25. Writes "
+        "OUT/quartic.json and quartic.png (seconds).",
+        func=_run_collapse_quartic,
+    )
+    p.add_argument("--mu", type=opt.positive_float, default=1.5, help="depth of the well (paper: 1.5)")
+    p.add_argument("--zetas", type=_grid, default=None, help="noise grid lo:hi:n or a,b,c (default 1:2.6:17)")
+    p.add_argument("--paths", type=opt.positive_int, default=1000, help="simulated paths per zeta")
+    p.add_argument("--time", type=opt.positive_float, default=400.0, help="time horizon T")
+    p.add_argument("--n-steps", type=opt.positive_int, default=8000, help="Euler-Maruyama steps")
+    p.add_argument(
+        "--kappa", type=opt.positive_float, default=0.05, help="collapse: finite-time exponent below -kappa"
+    )
+    opt.add_run_options(p, out="out/collapse-quartic", progress=False, seed_help="seed of the noise")
+
+    p = opt.add_command(
+        cmds,
+        "tanh",
+        help="Fig. 2: the tanh neuron collapses iff eta zeta^2 / 2 > Sxy / Sxx",
+        description="Label-noise gradient descent on f(x) = w2 tanh(w1 x) over a 1-D data set with Sxy / Sxx = 0.5 "
+        "for label noise zeta from 0 to 2 zeta_c; P(|w|_T < 1e-6) against the condition. Writes OUT/tanh.json and "
+        "tanh.png (seconds).",
+        func=_run_collapse_tanh,
+    )
+    p.add_argument(
+        "--eta",
+        type=opt.positive_float,
+        default=0.01,
+        help="step size (small: close to the continuous-time condition)",
+    )
+    p.add_argument("--points", type=opt.positive_int, default=8, help="training points")
+    p.add_argument("--paths", type=opt.positive_int, default=200, help="simulated runs per zeta")
+    p.add_argument("--n-steps", type=opt.positive_int, default=20_000, help="gradient-descent steps")
+    opt.add_run_options(p, out="out/collapse-tanh", progress=False, seed_help="seed of data and noise")
+
+    p = opt.add_command(
+        cmds,
+        "teacher-student",
+        help="Sec. 4.2: modes below eta sigma^2 / 2 collapse in the diagonal linear teacher-student",
+        description="The SVD-aligned diagonal linear student of a rank-8 teacher (N = 1024, n = m = 64, label noise "
+        "0.5 / sqrt(m)) trained with injected noise sigma: surviving modes and E[s] against max(s* - eta sigma^2 "
+        "/ 2, 0), and the test error. Writes OUT/teacher_student.json and teacher_student.png (about 20 s).",
+        func=_run_collapse_teacher_student,
+    )
+    p.add_argument(
+        "--sigmas", type=_floats, default=(0.0, 5.0, 10.0, 15.0, 20.0), help="injected noise levels (a,b,c)"
+    )
+    p.add_argument("--eta", type=opt.positive_float, default=3 / 1024, help="step size (paper: 3/1024)")
+    p.add_argument("--steps", type=opt.positive_int, default=60_000, help="steps (paper: 60,000)")
+    p.add_argument("--replicates", type=opt.positive_int, default=16, help="noise streams averaged for E[s]")
+    p.add_argument(
+        "--average-last", type=opt.positive_int, default=30_000, help="steps averaged at the end for E[s]"
+    )
+    p.add_argument("--tol", type=opt.positive_float, default=0.05, help="a mode survives when E[s] > tol")
+    opt.add_run_options(
+        p, out="out/collapse-teacher-student", progress=False, seed_help="seed of data and noise"
+    )
+
+    p = opt.add_command(
+        cmds,
+        "cnn",
+        help="a small CNN on Fashion-MNIST: independent neurons vs lr, batch, label noise, time at high lr",
+        description="Train a small CNN (GELU, no normalisation) with SGD (momentum 0.9) at several learning rates, "
+        "batch sizes and label-noise levels, and with a drop from a high to a low learning rate after different "
+        "times (the paper's Fig. 6 in miniature); measure the fraction of independent neurons of the hidden layers. "
+        "Every configuration resumes; writes OUT/collapse_cnn.json and collapse_cnn.png, checkpoints under "
+        "--checkpoint-dir. The cpu preset takes about 45 minutes on one thread.",
+        func=_run_collapse_cnn,
+    )
+    opt.add_preset(
+        p,
+        CNN_PRESET_NAMES,
+        "cpu",
+        "cpu: 2,500 steps per run, lr 0.01-0.1, batch 32-256 (at equal steps and at equal samples), label noise "
+        "0-0.6, drops at 1/4, 1/2, 3/4 (about 45 min on one thread); tiny: seconds, for a first look",
+    )
+    p.add_argument("--steps", type=opt.positive_int, default=None, help="SGD steps per configuration")
+    p.add_argument("--lrs", type=_floats, default=None, help="learning-rate sweep (a,b,c)")
+    p.add_argument("--batches", type=opt.int_list(opt.positive_int), default=None, help="batch-size sweep")
+    p.add_argument("--noises", type=_floats, default=None, help="label-noise sweep (probabilities in [0, 1))")
+    p.add_argument("--weight-decay", type=opt.nonnegative_float, default=None, help="L2 weight decay")
+    p.add_argument(
+        "--data-dir", default=None, help="folder holding Fashion-MNIST (default: the usual places)"
+    )
+    p.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        help="where the per-configuration training checkpoints go (default OUT/checkpoints)",
+    )
+    opt.add_run_options(
+        p, out="out/collapse-cnn", seed_help="seed of initialisation, batches and label noise"
+    )
+
+
+def _run_collapse_report(args: argparse.Namespace) -> None:
+    from dlscience.learning_dynamics.collapse import format_report
+    from dlscience.learning_dynamics.collapse_jobs import run_collapse_report
+
+    summary = run_collapse_report(
+        args.checkpoint,
+        args.out,
+        vanish_threshold=args.vanish_threshold,
+        identical_threshold=args.identical_threshold,
+        outgoing=not args.incoming_only,
+        figures=args.figures,
+        trust_pickle=args.trust_pickle,
+        overwrite=args.overwrite,
+    )
+    print(f"{args.checkpoint}: {summary['recognised_as']}")
+    print(format_report(summary["layers"]))
+    print(
+        f"{summary['total_vanishing']} of {summary['total_units']} units vanish; independent fraction "
+        f"(all layers) {summary['weighted_independent_fraction']:.3f}"
+    )
+    print(
+        f"wrote {args.out}/collapse_report.json, collapse_report.png"
+        + (", layer_*.png" if args.figures else "")
+    )
+
+
+def _run_collapse_quartic(args: argparse.Namespace) -> None:
+    from dlscience.learning_dynamics.collapse_jobs import run_quartic
+
+    kw = {} if args.zetas is None else {"zetas": args.zetas}
+    s = run_quartic(
+        args.out,
+        mu=args.mu,
+        n_paths=args.paths,
+        T=args.time,
+        n_steps=args.n_steps,
+        kappa=args.kappa,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        **kw,
+    )
+    print(f"{'zeta':>6} {'P(collapse)':>12} {'P(T=25, 1e-30)':>15} {'median exp.':>12} {'mu - zeta^2/2':>14}")
+    for row in zip(
+        s["zetas"],
+        s["p_collapse_exponent"],
+        s["p_collapse_threshold_T25"],
+        s["median_exponent"],
+        s["theory_exponent"],
+        strict=True,
+    ):
+        print(f"{row[0]:>6.3f} {row[1]:>12.3f} {row[2]:>15.3f} {row[3]:>12.3f} {row[4]:>14.3f}")
+    cross = s["zeta_at_p_half"]
+    print(
+        f"P = 0.5 at zeta = {'n/a' if cross is None else f'{cross:.3f}'}; zeta_c = sqrt(2 mu) = {s['zeta_c']:.3f}"
+        + ("" if cross is None else f" ({100 * s['relative_offset']:+.1f} %)")
+    )
+    print(f"wrote {args.out}/quartic.json, quartic.png")
+
+
+def _run_collapse_tanh(args: argparse.Namespace) -> None:
+    from dlscience.learning_dynamics.collapse_jobs import run_tanh
+
+    s = run_tanh(
+        args.out,
+        eta=args.eta,
+        n_points=args.points,
+        n_paths=args.paths,
+        n_steps=args.n_steps,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
+    print(f"Sxy/Sxx = {s['Sxy_over_Sxx']:.3f}, zeta_c = {s['zeta_c']:.3f}")
+    for r, p, c in zip(s["zeta_over_zeta_c"], s["p_collapse"], s["condition"], strict=True):
+        print(
+            f"zeta/zeta_c = {r:4.2f}: P(collapse) = {p:.3f} (condition: {'collapse' if c else 'no collapse'})"
+        )
+    print(f"wrote {args.out}/tanh.json, tanh.png")
+
+
+def _run_collapse_teacher_student(args: argparse.Namespace) -> None:
+    from dlscience.learning_dynamics.collapse_jobs import run_teacher_student
+
+    s = run_teacher_student(
+        args.out,
+        sigmas=args.sigmas,
+        eta=args.eta,
+        steps=args.steps,
+        replicates=args.replicates,
+        average_last=min(args.average_last, args.steps),
+        tol=args.tol,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
+    print(
+        f"{'sigma':>6} {'eta s^2/2':>9} {'surviving':>9} {'theory':>7} {'single run':>10} {'test MSE':>9} {'theory':>9}"
+    )
+    for r in s["rows"]:
+        print(
+            f"{r['sigma']:>6g} {r['threshold']:>9.3f} {r['simulated_surviving_mean_s']:>9} {r['predicted_surviving']:>7} "
+            f"{r['single_run_surviving_1e-2_note_schedule']:>10.1f} {r['test_mse_note_schedule']:>9.2e} "
+            f"{r['test_mse_theory']:>9.2e}"
+        )
+    print(f"wrote {args.out}/teacher_student.json, teacher_student.png")
+
+
+def _run_collapse_cnn(args: argparse.Namespace) -> None:
+    from dlscience.learning_dynamics.collapse_cnn import preset_config, run_cnn_experiment
+
+    cfg = preset_config(
+        args.preset,
+        steps=args.steps,
+        lrs=args.lrs,
+        batches=args.batches,
+        noises=args.noises,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+    )
+    s = run_cnn_experiment(
+        cfg,
+        args.out,
+        checkpoint_dir=args.checkpoint_dir,
+        data_dir=args.data_dir,
+        preset=args.preset,
+        **opt.job_options(args),
+    )
+    for sw in s["sweeps"].values():
+        rho = sw["spearman"]
+        print(f"{sw['x_label']} (Spearman {'n/a' if rho is None else f'{rho:+.2f}'}):")
+        for x, f, a in zip(sw["x"], sw["independent_fraction"], sw["test_accuracy"], strict=True):
+            print(f"  {x:>8g}: independent fraction {f:.3f}, test accuracy {a:.3f}")
+    print(f"wrote {args.out}/collapse_cnn.json, collapse_cnn.png")
