@@ -128,6 +128,8 @@ def test_bad_input_is_one_line_error():
         LinearTransfer(lam=-1.0)
     with pytest.raises(InputValidationError, match="source_gamma"):
         FineTune(source_gamma=1.0)
+    with pytest.raises(InputValidationError, match="lr_scale"):
+        FineTune(lr_scale=0.0)
 
 
 def test_same_seed_same_result():
@@ -148,6 +150,12 @@ def test_phase_diagram_job_resumes(tmp_path):
 
     with pytest.raises(UserError):
         run_phase_diagram(tmp_path / "pd", **{**kw, "d": 21})
+    with pytest.raises(InputValidationError, match="ft_step"):
+        run_phase_diagram(tmp_path / "pd2", **{**kw, "ft_step": 0.0})
+    # a third of the fine-tuning step with three times the steps: its own run, same scratch and LT numbers
+    small = run_phase_diagram(tmp_path / "pd3", **{**kw, "ft_step": 1 / 3})
+    assert small["learners"]["lt"]["simulated"] == first["learners"]["lt"]["simulated"]
+    assert small["learners"]["ft"]["simulated"] != first["learners"]["ft"]["simulated"]
     dist = run_distances(tmp_path / "dist", d=20, instances=1)
     assert dist["pairs"][0]["T_lt_theory"] > 0 > dist["pairs"][1]["T_lt_theory"]
 

@@ -198,6 +198,13 @@ def _register_transfer(groups) -> None:
         "two-layer ReLU networks f(x) = a^T relu(W x) compared with the linear theory (signs of T)",
     )
     p.add_argument("--hidden", type=opt.positive_int, default=128, help="ReLU width h (with --network relu)")
+    p.add_argument(
+        "--ft-step",
+        type=opt.unit_interval,
+        default=1.0,
+        help="fine-tuning step as a fraction of the default (with steps / fraction steps); smaller steps approach "
+        "gradient flow, which the closed form describes",
+    )
     opt.add_run_options(
         p, out="out/transfer-phase-diagram", seed_help="seed of teachers, data, initialisation"
     )
@@ -331,6 +338,7 @@ def _run_transfer_phase(args: argparse.Namespace) -> None:
         steps=args.steps,
         network=args.network,
         hidden=args.hidden,
+        ft_step=args.ft_step,
         seed=args.seed,
         overwrite=args.overwrite,
         progress=args.progress,

@@ -609,6 +609,12 @@ class FineTune(TransferLearner):
 
     name = "fine-tuning"
 
+    def __init__(self, *, lr_scale: float = 0.9, **kw):
+        super().__init__(**kw)
+        if not lr_scale > 0:
+            raise InputValidationError(f"lr_scale must be > 0, got {lr_scale}")
+        self.lr_scale = lr_scale
+
     def risk(self, theta, gamma, sigma: float = 0.0) -> np.ndarray:
         theta, gamma = _angles_gammas(theta, gamma, sigma)
         dist = source_distance_sq(theta, self.source_gamma, self.source_sigma)
@@ -619,7 +625,7 @@ class FineTune(TransferLearner):
         X = _torch_tensor("X", X, 3)
         net = pretrained.clone()
         scale = 1.0 + float((net.w2**2).sum(1).max())  # preconditioner bound |w2|^2 + |W1|^2
-        return net.gd(_data_gradient(X, y, n), _lr(X, n, 0.9 / scale), self.steps).beta
+        return net.gd(_data_gradient(X, y, n), _lr(X, n, self.lr_scale / scale), self.steps).beta
 
     def fit_relu(self, pretrained, X, y, n, generator) -> TwoLayerReLU:
         """GD on all weights of the pretrained two-layer ReLU network."""

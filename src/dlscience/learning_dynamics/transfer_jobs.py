@@ -34,9 +34,11 @@ SLICE_THETAS = (np.pi / 8, np.pi / 4, 3 * np.pi / 8)
 PAPER = "Tahir, Ganguli & Rotskoff 2025, Features are fate (arXiv 2410.08194)"
 
 
-def _learners(lam: float, steps: int, network: str = "linear", hidden: int = 128):
+def _learners(lam: float, steps: int, network: str = "linear", hidden: int = 128, ft_step: float = 1.0):
     kw = {"steps": steps, "network": network, "hidden": hidden}
-    return {"scratch": Scratch(**kw), "lt": LinearTransfer(lam=lam, **kw), "ft": FineTune(**kw)}
+    # a smaller fine-tuning step takes proportionally more steps (same gradient-flow time)
+    ft = FineTune(lr_scale=0.9 * ft_step, **{**kw, "steps": max(1, round(steps / ft_step))})
+    return {"scratch": Scratch(**kw), "lt": LinearTransfer(lam=lam, **kw), "ft": ft}
 
 
 #: |T_theory| below which a grid point is too near a phase boundary for its sign to count as a clear test.
@@ -83,6 +85,7 @@ def run_phase_diagram(
     steps: int = 2500,
     network: str = "linear",
     hidden: int = 128,
+    ft_step: float = 1.0,
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
@@ -105,6 +108,10 @@ def run_phase_diagram(
     network : {"linear", "relu"}
         The paper's deep linear network, or the nonlinear check (two-layer ReLU networks of width ``hidden``,
         compared with the linear theory: the signs of T are the test, not the risk values).
+    ft_step : float in (0, 1]
+        Fine-tuning's GD step as a fraction of the default 0.9 / (preconditioner bound x lambda_max), with
+        steps / ft_step steps (the same gradient-flow time). Smaller steps approach gradient flow, whose
+        interpolator the closed form describes; the default step lowers the risk at large theta by up to 0.03.
 
     Returns
     -------
@@ -131,11 +138,15 @@ def run_phase_diagram(
     settings = dict(
         thetas=thetas, gammas=gammas, sigma=sigma, lam=lam, d=d, instances=instances, steps=steps, seed=seed
     )
+    if not 0 < ft_step <= 1:
+        raise InputValidationError(f"ft_step must be in (0, 1], got {ft_step}")
     if network != "linear":  # linear runs keep the settings (and fingerprint) they had before --network
         settings.update(network=network, hidden=hidden)
+    if ft_step != 1.0:  # likewise for runs made before --ft-step
+        settings.update(ft_step=ft_step)
     with RunFolder(out, "dynamics transfer phase-diagram", settings, overwrite=overwrite) as run:
         TH, GA = np.meshgrid(thetas, gammas, indexing="ij")
-        learners = _learners(lam, steps, network, hidden)
+        learners = _learners(lam, steps, network, hidden, ft_step)
         done = run.state.setdefault("learners", {})
         from tqdm.auto import tqdm
 
