@@ -14,7 +14,7 @@ from dlscience.errors import InputValidationError, UserError
 from dlscience.graders.essays import load_essays
 from dlscience.graders.gcg import GCGConfig, allowed_tokens, bootstrap_mean, random_suffixes, run_gcg
 from dlscience.graders.grader import Grader, Objective
-from dlscience.graders.probe import fit_probe, inflated
+from dlscience.graders.probe import auc, fit_probe, inflated
 from dlscience.graders.template import TEMPLATES
 from dlscience.results import read_json
 from dlscience.runs import RunFolder
@@ -121,7 +121,14 @@ def run_probe(
             "layers_chosen": probe.layers_chosen,
             "cv_auc_per_layer": probe.cv_auc_per_layer,
             "train_auc": probe.train_auc,
+            # controls: how well the grader's own output, and the human score alone, separate the same labels
+            "auc_expected_grade": auc(res.expected, labels),
+            "auc_minus_human_score": auc(-human, labels),
             "grades": grade_summary(res, human),
+            "essays": [
+                {"id": e.id, "human": int(h), "expected": float(x), "inflated": bool(lab)}
+                for e, h, x, lab in zip(essays, human, res.expected, labels, strict=True)
+            ],
         }
         run.write_json("probe.json", summary)
         run.write_npz(
