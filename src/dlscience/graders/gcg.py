@@ -194,7 +194,7 @@ def run_gcg(
         current = torch.tensor(resume["current"])
         best_ids, best_value = list(resume["best_ids"]), resume["best_value"]
         initial_value, history, start = resume["initial_value"], list(resume["history"]), resume["step"]
-        gen.set_state(torch.tensor(resume["rng"], dtype=torch.uint8))
+        gen.set_state(torch.frombuffer(bytearray.fromhex(resume["rng"]), dtype=torch.uint8))
     else:
         current = _initial(grader, cfg)
         initial_value = float(grader.objective(essays, current[None], objective)[0])
@@ -225,7 +225,7 @@ def run_gcg(
                     "best_value": best_value,
                     "initial_value": initial_value,
                     "history": history,
-                    "rng": gen.get_state().tolist(),
+                    "rng": gen.get_state().numpy().tobytes().hex(),
                 }
             )
     return GCGResult(best_ids, best_value, initial_value, history)
