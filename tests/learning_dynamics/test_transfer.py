@@ -152,10 +152,11 @@ def test_phase_diagram_job_resumes(tmp_path):
         run_phase_diagram(tmp_path / "pd", **{**kw, "d": 21})
     with pytest.raises(InputValidationError, match="ft_step"):
         run_phase_diagram(tmp_path / "pd2", **{**kw, "ft_step": 0.0})
-    # a third of the fine-tuning step with three times the steps: its own run, same scratch and LT numbers
-    small = run_phase_diagram(tmp_path / "pd3", **{**kw, "ft_step": 1 / 3})
-    assert small["learners"]["lt"]["simulated"] == first["learners"]["lt"]["simulated"]
-    assert small["learners"]["ft"]["simulated"] != first["learners"]["ft"]["simulated"]
+    # the full fine-tuning step (default: a third, with three times the steps): its own run, same scratch and LT
+    full = run_phase_diagram(tmp_path / "pd3", **{**kw, "ft_step": 1.0})
+    assert full["learners"]["lt"]["simulated"] == first["learners"]["lt"]["simulated"]
+    assert full["learners"]["ft"]["simulated"] != first["learners"]["ft"]["simulated"]
+    assert first["settings"]["ft_step"] == 0.3333333333 and "ft_step" not in full["settings"]
     dist = run_distances(tmp_path / "dist", d=20, instances=1)
     assert dist["pairs"][0]["T_lt_theory"] > 0 > dist["pairs"][1]["T_lt_theory"]
 

@@ -201,7 +201,7 @@ def _register_transfer(groups) -> None:
     p.add_argument(
         "--ft-step",
         type=opt.unit_interval,
-        default=1.0,
+        default=1 / 3,
         help="fine-tuning step as a fraction of the default (with steps / fraction steps); smaller steps approach "
         "gradient flow, which the closed form describes",
     )

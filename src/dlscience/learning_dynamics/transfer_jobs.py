@@ -85,7 +85,7 @@ def run_phase_diagram(
     steps: int = 2500,
     network: str = "linear",
     hidden: int = 128,
-    ft_step: float = 1.0,
+    ft_step: float = 1 / 3,
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
@@ -109,9 +109,10 @@ def run_phase_diagram(
         The paper's deep linear network, or the nonlinear check (two-layer ReLU networks of width ``hidden``,
         compared with the linear theory: the signs of T are the test, not the risk values).
     ft_step : float in (0, 1]
-        Fine-tuning's GD step as a fraction of the default 0.9 / (preconditioner bound x lambda_max), with
-        steps / ft_step steps (the same gradient-flow time). Smaller steps approach gradient flow, whose
-        interpolator the closed form describes; the default step lowers the risk at large theta by up to 0.03.
+        Fine-tuning's GD step as a fraction of 0.9 / (preconditioner bound x lambda_max), with steps / ft_step
+        steps (the same gradient-flow time). Smaller steps approach gradient flow, whose interpolator the
+        closed form describes: at ft_step = 1 the risk at theta >= 3pi/8 falls up to 0.033 below the formula,
+        at the default 1/3 within 0.025 (d = 200, 32 instances).
 
     Returns
     -------
@@ -140,6 +141,7 @@ def run_phase_diagram(
     )
     if not 0 < ft_step <= 1:
         raise InputValidationError(f"ft_step must be in (0, 1], got {ft_step}")
+    ft_step = round(float(ft_step), 10)  # 1/3 and 0.3333333333 are the same run (and the same fingerprint)
     if network != "linear":  # linear runs keep the settings (and fingerprint) they had before --network
         settings.update(network=network, hidden=hidden)
     if ft_step != 1.0:  # likewise for runs made before --ft-step
