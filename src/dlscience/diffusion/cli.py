@@ -171,6 +171,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="2GB",
         help="bound on working memory (does not change results)",
     )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu (compiled kernel) or cuda[:N]: the matrix-multiply path on a GPU (results agree to ~1e-6)",
+    )
+    p.add_argument(
+        "--prune",
+        default="off",
+        choices=["off", "auto", "on"],
+        help="exact pruning of the interior patch dictionary (CPU kernel; results agree to ~1e-12)",
+    )
     opt.add_run_options(p, out="out/els-sample", seed_help="base seed (sample i uses SEED + i)")
 
     c = opt.add_command(
@@ -310,6 +321,8 @@ def _run_sample(args: argparse.Namespace) -> None:
         t_start=args.t_start,
         precision=args.precision,
         memory_limit=args.memory_limit,
+        device=args.device,
+        prune=args.prune,
     )
     summary = run_sample_job(config, args.out, **opt.job_options(args))
     print(

@@ -30,6 +30,13 @@ __all__ = ["EmpiricalDenoiser", "PatchMatch", "PixelGroups"]
 DEFAULT_MEMORY_LIMIT = 2 * 1024**3
 PRECISIONS = ("auto", "float32", "float64")
 BACKENDS = ("auto", "native", "torch")
+PRUNE_MODES = ("auto", "on", "off")
+PRUNE_SAMPLE_QUERIES = 48  # queries on which "auto" measures the pruned kernel's work
+# cost model of "auto" (ns per unit on one loaded core of the project's 2-core AMD EPYC, fitted to
+# runs/prune_exp on Fashion-MNIST; only speed depends on it, never results): the summed-area kernel per pair;
+# the pruned kernel per entry whose bound is evaluated and per entry evaluated exactly
+_COST_PAIR_BASE, _COST_PAIR_PER_P = 2.5, 0.35
+_COST_BOUND, _COST_EXACT_BASE, _COST_EXACT_PER_D = 11.0, 8.0, 0.25
 AUTO_FLOAT64_THRESHOLD = 2000.0  # (a / sigma^2) * D above which float32 logits may err by > 1e-4 in x0_hat
 
 
@@ -145,6 +152,14 @@ class EmpiricalDenoiser(Denoiser):
         How the all-interior-patch dictionaries of ELS are searched: "native" uses the compiled summed-area
         kernel (:mod:`dlscience.diffusion.native`, float64, many times faster at large P), "torch" the
         matrix-multiply path; "auto" takes the kernel when it can be compiled. Results agree to ~1e-6.
+    prune : {"off", "auto", "on"}, default "off"
+        Exact pruning of the interior dictionary in the compiled path (:mod:`.pruned_search`): a pair's
+        distance is computed only when a lower bound does not prove its weight below e^-60 of the best, the
+        cutoff of the kernel's own skip, so results agree with "off" to ~1e-12. "auto" measures the pruned
+        kernel's work on a few queries and uses it when a cost model estimates it cheaper than the summed-area
+        kernel; "on" always uses it. Off by default: on Fashion-MNIST 20-40% of the pairs lie within the 60-nat
+        cutoff even at t = 0.05, and the summed-area kernel is cheaper (benchmarks/els_speed.py). Ignored by
+        the matrix-multiply path.
 
     Raises
     ------
@@ -162,11 +177,28 @@ class EmpiricalDenoiser(Denoiser):
         precision: str = "auto",
         memory_limit: int = DEFAULT_MEMORY_LIMIT,
         backend: str = "auto",
+        prune: str = "off",
+        device: str | torch.device = "cpu",
     ):
         name = type(self).__name__
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise InputValidationError(f"{name}: bad device {device!r}: {exc}") from exc
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise InputValidationError(f"{name}: device {device!r} requested but CUDA is not available")
+        if self.device.type != "cpu":
+            if backend == "native":
+                raise InputValidationError(f"{name}: backend='native' runs on the CPU only; use device='cpu'")
+            backend = "torch"
         if backend not in BACKENDS:
             raise InputValidationError(f"{name}: backend must be one of {BACKENDS}, got {backend!r}")
+        if prune not in PRUNE_MODES:
+            raise InputValidationError(f"{name}: prune must be one of {PRUNE_MODES}, got {prune!r}")
         self.backend = backend
+        self.prune = prune
+        # one record per interior kernel call: patch size, pairs, the pruned kernel's work, whether it was used
+        self.prune_log: list[dict] = []
         require_tensor(images, "images", name)
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
@@ -315,13 +347,14 @@ class EmpiricalDenoiser(Denoiser):
                 src[:, pos], weight[:, pos] = best, best_w.to(x.dtype)
                 continue
             queries = patches_at(x, patch_size, g.query_pos, query_padding)  # (b, G, nq, D)
-            queries = queries.permute(1, 0, 2, 3).reshape(G, b * nq, -1).contiguous()
+            queries = queries.permute(1, 0, 2, 3).reshape(G, b * nq, -1).contiguous().to(self.device)
             if g.cacheable:
                 chunks = self._cached_dictionary((cache_key, gi), ids, patch_size, g)
             else:
                 chunks = self._dictionary_chunks(ids, patch_size, g, merge=False)
             block = max(1 << 16, min(1 << 20, self.memory_limit // (16 * self._itemsize)))
             res = posterior_mean(queries, chunks, a=a, sigma=sigma, block_elements=block)
+            res = _to_cpu(res)
             out[:, :, pos] = res.mean.reshape(G, b, nq, C).permute(1, 3, 0, 2).reshape(b, C, G * nq)
             if res.best_source is not None:
                 src[:, pos] = res.best_source.reshape(G, b, nq).permute(1, 0, 2).reshape(b, G * nq)
@@ -368,7 +401,7 @@ class EmpiricalDenoiser(Denoiser):
         return mean, best_src, 1.0 / total
 
     def _use_native(self) -> bool:
-        if self.backend == "torch":
+        if self.backend == "torch" or self.device.type != "cpu":
             return False
         from dlscience.diffusion import native
 
@@ -386,6 +419,10 @@ class EmpiricalDenoiser(Denoiser):
         from dlscience.diffusion import native
 
         label = cache_key[1] if cache_key is not None else None
+        if self.prune != "off":
+            res = self._pruned_interior(x, a, sigma, patch_size, rect, ids, query_padding, label, track)
+            if res is not None:
+                return res
         blocks, block_ids = self._cached(
             ("native-blocks", label), lambda: native.to_blocks(self.images[ids].double().numpy(), ids.numpy())
         )
@@ -417,6 +454,81 @@ class EmpiricalDenoiser(Denoiser):
             torch.from_numpy(mean).permute(0, 2, 1).reshape(b, C, -1),
             torch.from_numpy(best),
             torch.from_numpy(best_w),
+        )
+
+    def _pruned_interior(self, x, a, sigma, patch_size, rect, ids, query_padding, label, track):
+        """The interior posterior with the exact pruned kernel (:func:`.native.els_pruned`), or None when
+        ``prune="auto"`` estimates the summed-area kernel cheaper (measured on a few queries first).
+
+        Returns mean (b, C, nq), best source (b, nq), best weight (b, nq) as :meth:`_native_interior`.
+        """
+        from dlscience.diffusion import native
+        from dlscience.diffusion.pruned_search import (
+            _slack,
+            build_dictionary,
+            dictionary_bytes,
+            query_features,
+        )
+
+        P = patch_size
+        b, C, H, W = x.shape
+        imgs = self._cached(
+            ("pruned-images", label), lambda: np.ascontiguousarray(self.images[ids].double().numpy())
+        )
+        key = ("pruned-dictionary", P, label)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            dic = self._cache[key][0]
+        else:
+            dic = build_dictionary(imgs, ids.numpy(), P, max_copy_bytes=self.memory_limit // 4)
+            self._cache_put(key, dic, dictionary_bytes(dic))
+        qi0, qi1, qj0, qj1 = rect
+        pos = (torch.arange(qi0, qi1).view(-1, 1) * W + torch.arange(qj0, qj1).view(1, -1)).reshape(-1)
+        q = patches_at(x.double(), P, pos, query_padding).reshape(-1, C * P * P)  # (b * nq, D)
+        qf, qr = query_features(q, dic["U"])
+        q, qf, qr = q.numpy(), qf.numpy(), qr.numpy()
+        slack = _slack(C * P * P, a)
+        threads = torch.get_num_threads()
+        pairs_per_query = dic["n_patches"]
+        record = {
+            "patch_size": P,
+            "a": a,
+            "sigma": sigma,
+            "queries": q.shape[0],
+            "pairs": q.shape[0] * pairs_per_query,
+        }
+        if self.prune == "auto":
+            n = q.shape[0]
+            pick = np.unique(np.linspace(0, n - 1, min(n, PRUNE_SAMPLE_QUERIES)).round().astype(np.int64))
+            *_, st = native.els_pruned(
+                q[pick], qf[pick], qr[pick], dic, imgs, P, a, sigma, slack, False, threads
+            )
+            bounds, exact = st.sum(0) / len(pick)
+            pruned_cost = bounds * _COST_BOUND + exact * (_COST_EXACT_BASE + _COST_EXACT_PER_D * C * P * P)
+            full_cost = pairs_per_query * (_COST_PAIR_BASE + _COST_PAIR_PER_P * P)
+            record.update(
+                sample_bound_fraction=bounds / pairs_per_query, sample_exact_fraction=exact / pairs_per_query
+            )
+            if pruned_cost >= full_cost:
+                self.prune_log.append({**record, "used": False})
+                return None
+        mean, _, best, best_w, st = native.els_pruned(
+            q, qf, qr, dic, imgs, P, a, sigma, slack, track, threads
+        )
+        bounds, exact = st.sum(0)
+        self.prune_log.append(
+            {
+                **record,
+                "used": True,
+                "bound_fraction": bounds / record["pairs"],
+                "exact_fraction": exact / record["pairs"],
+            }
+        )
+        nq = pos.numel()
+        return (
+            torch.from_numpy(mean).view(b, nq, C).permute(0, 2, 1),
+            torch.from_numpy(best).view(b, nq),
+            torch.from_numpy(best_w).view(b, nq),
         )
 
     def _native_border(self, x, a, sigma, patch_size, border, ids, track):
@@ -540,10 +652,22 @@ class EmpiricalDenoiser(Denoiser):
         budget = self.memory_limit // 2
         if est > budget:  # too large to keep: stream it (merging within chunks only)
             return self._dictionary_chunks(ids, patch_size, g, merge=True)
-        chunks = list(self._dictionary_chunks(ids, patch_size, g, merge=True))
+        chunks = [c.to_device(self.device) for c in self._dictionary_chunks(ids, patch_size, g, merge=True)]
         size = sum(c.patches.numel() + c.centres.numel() + 3 * c.sq_norms.numel() for c in chunks)
         self._cache_put(key, chunks, size * self._itemsize)
         return chunks
+
+
+def _to_cpu(res):
+    """A :class:`PosteriorMean` with its tensors on the CPU."""
+    from dlscience.diffusion.patch_posterior import PosteriorMean
+
+    return PosteriorMean(
+        res.mean.cpu(),
+        res.log_normalizer.cpu(),
+        None if res.best_source is None else res.best_source.cpu(),
+        res.best_weight.cpu(),
+    )
 
 
 def _worth_merging(patches: torch.Tensor, sample: int = 4096) -> bool:

@@ -50,7 +50,10 @@ class IdealDenoiser(EmpiricalDenoiser):
                 imgs = flat[chunk_ids][None]
                 yield DictionaryChunk(imgs, imgs, (imgs * imgs).sum(-1), None, chunk_ids[None])
 
-        res = posterior_mean(x.reshape(1, b, -1), chunks(), a=a, sigma=sigma)
+        res = posterior_mean(x.reshape(1, b, -1).to(self.device), chunks(), a=a, sigma=sigma)
+        res.mean, res.best_source, res.best_weight = (
+            r.cpu() for r in (res.mean, res.best_source, res.best_weight)
+        )
         x0 = res.mean.reshape(b, C, H, W)
         src = res.best_source.reshape(b, 1) * HW + torch.arange(HW)
         weight = res.best_weight.reshape(b, 1).expand(b, HW)

@@ -65,6 +65,22 @@ class DictionaryChunk:
         sq_norms = (patches * patches).sum(-1)
         return DictionaryChunk(patches, cast(self.centres), sq_norms, cast(self.log_counts), self.sources)
 
+    def to_device(self, device: torch.device | str) -> DictionaryChunk:
+        """The chunk with every tensor on ``device`` (itself when already there)."""
+        if self.patches.device == torch.device(device):
+            return self
+
+        def move(x):
+            return None if x is None else x.to(device)
+
+        return DictionaryChunk(
+            move(self.patches),
+            move(self.centres),
+            move(self.sq_norms),
+            move(self.log_counts),
+            move(self.sources),
+        )
+
     def rows(self, start: int, stop: int) -> DictionaryChunk:
         """The sub-chunk of rows [start, stop) (views, no copies)."""
 
@@ -117,7 +133,8 @@ def posterior_mean(
     ----------
     queries : Tensor (G, n, D)
         Query patches of the noisy image, float32 or float64 (the dtype of the computation; dictionary
-        chunks are converted to it).
+        chunks are converted to it), on any device (CPU or CUDA): the computation runs on the queries' device
+        and the chunks are moved there.
     chunks : iterable of DictionaryChunk
         The dictionary, in any number of chunks with the same G, D and C'.
     a, sigma : float
@@ -138,13 +155,14 @@ def posterior_mean(
     dtype = queries.dtype
     alpha = a / sigma**2
     norm_coef = a * a / (2 * sigma**2)
-    run_max = torch.full((G, n), -math.inf, dtype=dtype)
+    device = queries.device
+    run_max = torch.full((G, n), -math.inf, dtype=dtype, device=device)
     acc = None  # (G, n, C' + 1): weighted centre sum and weight sum, rescaled to run_max
     best_src = None
     seen = 0
     m_block = max(1, block_elements // max(1, G * n))
     for chunk in chunks:
-        chunk = chunk.to(dtype)
+        chunk = chunk.to_device(device).to(dtype)
         m_total = chunk.patches.shape[1]
         for start in range(0, m_total, m_block):
             c = chunk.rows(start, min(start + m_block, m_total))
@@ -157,7 +175,7 @@ def posterior_mean(
             cmax, carg = logits.max(dim=-1)
             new_max = torch.maximum(run_max, cmax)
             logits.sub_(new_max.unsqueeze(-1)).exp_()
-            ones = torch.ones(c.centres.shape[:2] + (1,), dtype=dtype)
+            ones = torch.ones(c.centres.shape[:2] + (1,), dtype=dtype, device=device)
             contrib = torch.bmm(logits, torch.cat([c.centres, ones], dim=-1))
             if acc is None:
                 acc = contrib

@@ -82,6 +82,14 @@ class SampleConfig:
         Logit precision (see :class:`~dlscience.diffusion.empirical.EmpiricalDenoiser`).
     memory_limit : int
         Working-memory bound in bytes (does not change results).
+    device : str
+        "cpu" (the compiled kernel), or "cuda[:N]": the matrix-multiply backend on that GPU (float32 logits
+        where safe, results within ~1e-6 of the CPU kernel). Not part of the run's identity, like
+        ``memory_limit``: a run may resume on another device.
+    prune : {"off", "auto", "on"}
+        Exact pruning of the interior dictionary (CPU kernel; see
+        :class:`~dlscience.diffusion.empirical.EmpiricalDenoiser`); not part of the identity (results agree to
+        ~1e-12).
     """
 
     dataset: str = "fashion-mnist"
@@ -101,6 +109,8 @@ class SampleConfig:
     t_start: float = 0.95
     precision: str = "auto"
     memory_limit: int = field(default=DEFAULT_MEMORY_LIMIT, compare=False)
+    device: str = field(default="cpu", compare=False)
+    prune: str = field(default="off", compare=False)
 
     def resolved(self) -> SampleConfig:
         """The config with dataset-dependent defaults filled in."""
@@ -125,6 +135,7 @@ def build_machine(
         num_classes=num_classes,
         precision=config.precision,
         memory_limit=config.memory_limit,
+        device=config.device,
     )
     if config.machine == "is":
         return IdealDenoiser(images, **common)
@@ -135,7 +146,7 @@ def build_machine(
     if config.machine == "ls":
         return LocalDenoiser(images, sched, **common)
     if config.machine == "els":
-        return ELSDenoiser(images, sched, config.padding, **common)
+        return ELSDenoiser(images, sched, config.padding, prune=config.prune, **common)
     raise InputValidationError(f"unknown machine {config.machine!r}; choose one of {MACHINES}")
 
 
@@ -170,7 +181,7 @@ def _validate(config: SampleConfig) -> None:
 def _identity(config: SampleConfig) -> dict:
     """The settings that determine the outputs (the data folder's location and the memory bound do not)."""
     d = asdict(config)
-    for key in ("memory_limit", "data_dir", "download"):
+    for key in ("memory_limit", "data_dir", "download", "device", "prune"):
         d.pop(key)
     return d
 

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["available", "els_interior", "isa", "patch_bias", "to_blocks", "LANES"]
+__all__ = ["available", "els_interior", "els_pruned", "isa", "patch_bias", "to_blocks", "LANES", "SKIP_NATS"]
 
 LANES = 8  # training images per SIMD block, as in els_kernel.c
+SKIP_NATS = 60.0  # pairs this far below the best logit are skipped (SKIP in els_kernel.c)
 _SOURCE = Path(__file__).with_name("els_kernel.c")
 
 
@@ -113,6 +114,39 @@ def _library() -> ctypes.CDLL | None:
                 i,
             ]
             lib.els_interior.restype = i
+            lib.els_pruned.argtypes = [
+                d,
+                d,
+                d,
+                i,
+                i,
+                i,
+                i,  # q, qf, qr, nq, C, P, k
+                d,
+                d,
+                d,
+                d,
+                lng,
+                d,
+                lng,
+                ctypes.c_long,  # pf, pr, psq, logc, off, cen, src, K
+                d,
+                d,
+                i,
+                i,  # images, pat (or NULL), H, W
+                ctypes.c_double,
+                ctypes.c_double,
+                ctypes.c_double,
+                ctypes.c_double,  # a, sigma, skip, slack
+                d,
+                d,
+                lng,
+                d,
+                lng,
+                i,
+                i,  # outputs, stats, track, threads
+            ]
+            lib.els_pruned.restype = i
             lib.els_kernel_isa.restype = ctypes.c_char_p
             return lib
     warnings.warn(
@@ -275,3 +309,124 @@ def patch_bias(norms: np.ndarray, n_images: int, a: float, sigma: float) -> np.n
     bias[n_images:] = -1e30
     NB = norms.shape[0] // LANES
     return np.ascontiguousarray(bias.reshape(NB, LANES, *norms.shape[1:]).transpose(0, 2, 3, 1))
+
+
+def els_pruned(
+    q: np.ndarray,
+    qf: np.ndarray,
+    qr: np.ndarray,
+    dictionary: dict,
+    images: np.ndarray,
+    patch_size: int,
+    a: float,
+    sigma: float,
+    slack: float,
+    track: bool,
+    threads: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Exact pruned posterior mean over a sorted patch dictionary (``els_pruned`` in els_kernel.c).
+
+    For every query the dictionary entries are visited outwards from the query's key, and an entry's exact
+    distance ||q - a p||^2 is computed only when the lower bound
+
+        LB = ||U^T q - a U^T p||^2 + max(0, | ||q_perp|| - a ||p_perp|| | - slack)^2 - margin  <=  ||q - a p||^2
+
+    (U orthonormal, ``_perp`` the residual off U's span; Pythagoras and the reverse triangle inequality) does
+    not prove its weight below e^-SKIP_NATS times the largest weight seen so far (a realised weight, so a
+    lower bound on the maximum: the skip rule of :func:`els_interior`). Output within rounding (~1e-12) plus
+    (number of patches) x e^-60 of the unpruned kernel.
+
+    Parameters
+    ----------
+    q : float64 array (nq, D)
+        Query patches, D = C P^2, channel-major (c * P * P + dy * P + dx).
+    qf : float64 array (nq, k)
+        Projections q @ U.
+    qr : float64 array (nq,)
+        Residual norms ||q - (q @ U) U^T||.
+    dictionary : dict of arrays
+        Sorted by ``pf[:, 0]`` ascending: ``pf`` (K, k) float64 projections, ``pr`` (K,) residual norms,
+        ``psq`` (K,) ||p||^2, ``logc`` (K,) log counts of merged identical patches, ``off`` (K,) int64 offset of
+        the patch's top-left pixel in ``images``, ``cen`` (K, C) centre pixels, ``src`` (K,) int64 provenance
+        ids (image id * H * W + centre row * W + centre col); optionally ``pat`` (K, D) float64, the patches in
+        sorted order (exact distances then stream memory instead of gathering from ``images``).
+    images : float64 array (N, C, H, W), C-contiguous
+        The training images the offsets point into.
+    patch_size : odd int P
+    a, sigma : float
+        sqrt(alpha_bar), sqrt(1 - alpha_bar).
+    slack : float >= 0
+        Bound on the rounding error of | ||q_perp|| - a ||p_perp|| |.
+    track : bool
+        Also report the best patch (largest per-copy logit; ties to the smallest id) and its weight.
+    threads : int
+        OpenMP threads.
+
+    Returns
+    -------
+    mean (nq, C), log_normalizer (nq,) (of the logits alpha <q, p> - beta ||p||^2 + log count), best (nq,)
+    int64, best_weight (nq,), stats (nq, 2) int64: entries whose bound was evaluated, entries evaluated exactly.
+
+    Raises
+    ------
+    RuntimeError
+        If the kernel is unavailable or fails.
+    """
+    lib = _library()
+    if lib is None:
+        raise RuntimeError("the native ELS kernel is not available")
+    # the kernel takes queries sorted by key (tiles of neighbours share their pass over the dictionary)
+    order = np.argsort(np.asarray(qf)[:, 0], kind="stable")
+    q = np.ascontiguousarray(np.asarray(q, dtype=np.float64)[order])
+    qf = np.ascontiguousarray(np.asarray(qf, dtype=np.float64)[order])
+    qr = np.ascontiguousarray(np.asarray(qr, dtype=np.float64)[order])
+    nq, D = q.shape
+    k = qf.shape[1]
+    N, C, H, W = images.shape
+    if not images.flags.c_contiguous or images.dtype != np.float64:
+        raise ValueError("images must be a C-contiguous float64 array")
+    if D != C * patch_size**2 or dictionary["pf"].shape[1] != k:
+        raise ValueError("query and dictionary shapes do not match")
+    K = dictionary["pf"].shape[0]
+    mean = np.empty((nq, C))
+    logz = np.empty(nq)
+    best = np.zeros(nq, dtype=np.int64)
+    bestw = np.zeros(nq)
+    stats = np.zeros((nq, 2), dtype=np.int64)
+    rc = lib.els_pruned(
+        _ptr(q, ctypes.c_double),
+        _ptr(qf, ctypes.c_double),
+        _ptr(qr, ctypes.c_double),
+        nq,
+        C,
+        patch_size,
+        k,
+        _ptr(dictionary["pf"], ctypes.c_double),
+        _ptr(dictionary["pr"], ctypes.c_double),
+        _ptr(dictionary["psq"], ctypes.c_double),
+        _ptr(dictionary["logc"], ctypes.c_double),
+        _ptr(dictionary["off"], ctypes.c_long),
+        _ptr(dictionary["cen"], ctypes.c_double),
+        _ptr(dictionary["src"], ctypes.c_long),
+        K,
+        _ptr(images, ctypes.c_double),
+        None if dictionary.get("pat") is None else _ptr(dictionary["pat"], ctypes.c_double),
+        H,
+        W,
+        float(a),
+        float(sigma),
+        SKIP_NATS,
+        float(slack),
+        _ptr(mean, ctypes.c_double),
+        _ptr(logz, ctypes.c_double),
+        _ptr(best, ctypes.c_long),
+        _ptr(bestw, ctypes.c_double),
+        _ptr(stats, ctypes.c_long),
+        int(bool(track)),
+        int(threads),
+    )
+    if rc != 0:
+        raise RuntimeError(f"native pruned ELS kernel failed (code {rc})")
+    inv = np.empty_like(order)
+    inv[order] = np.arange(nq)
+    return mean[inv], logz[inv], best[inv], bestw[inv], stats[inv]

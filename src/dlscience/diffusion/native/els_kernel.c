@@ -321,3 +321,231 @@ int els_interior(const double *q, int B, int C, int Hq, int Wq, int qi0, int qi1
     free(accs);
     return 0;
 }
+
+
+/* in-place exp of n values (n + 3 writable), with the kernel's vector exp where available */
+static void exp_array(double *z, long n) {
+#if defined(__AVX2__) && defined(__FMA__)
+    for (long t = n; t < ((n + 3) & ~3L); t++) z[t] = 0.0;
+    for (long t = 0; t < n; t += 4) _mm256_storeu_pd(z + t, exp4(_mm256_loadu_pd(z + t)));
+#else
+    for (long t = 0; t < n; t++) z[t] = exp(z[t] < -700.0 ? -700.0 : z[t]);
+#endif
+}
+
+/* see els_pruned: one query, dictionary entries [ja, jb) except [sa, sb) */
+static void visit_range(const double *qq, const double *qfi, double qri, double qn, double margin, int k, int D,
+                        int C, int P, int H, int W, const double *pf, const double *pr, const double *psq,
+                        const double *logc, const long *off, const double *cen, const long *src,
+                        const double *images, const double *pat, double a, double alpha, double beta, double s2,
+                        double skip, double slack, int track, long ja, long jb, long sa, long sb, long *idx,
+                        double *lw, double *m, double *sum, double *v, double *dbest, double *bl, long *bi,
+                        long *nb, long *ne) {
+    const double thr = *dbest + s2 * skip; /* d_best at entry: a larger cutoff than later, still valid */
+    long ns = 0;
+    for (long j = ja; j < jb; j++) {
+        if (j >= sa && j < sb) continue;
+        const double *pj = pf + j * k;
+        double lb = 0.0;
+        for (int i = 0; i < k; i++) { const double d = qfi[i] - a * pj[i]; lb += d * d; }
+        const double rd = fabs(qri - a * pr[j]) - slack;
+        if (rd > 0) lb += rd * rd;
+        idx[ns] = j;
+        ns += lb - margin <= thr; /* kept unless its weight is provably < e^-skip of the best seen */
+    }
+    *nb += (jb - ja) - ((sb > ja && sa < jb) ? ((sb < jb ? sb : jb) - (sa > ja ? sa : ja)) : 0);
+    *ne += ns;
+    if (ns == 0) return;
+    double bm = NEG;
+    for (long t = 0; t < ns; t++) {
+        const long j = idx[t];
+        double dot = 0.0;
+        if (pat) {
+            const double *pp = pat + j * D;
+            double d0 = 0.0, d1 = 0.0, d2 = 0.0, d3 = 0.0;
+            int e = 0;
+            for (; e + 4 <= D; e += 4) {
+                d0 += qq[e] * pp[e];
+                d1 += qq[e + 1] * pp[e + 1];
+                d2 += qq[e + 2] * pp[e + 2];
+                d3 += qq[e + 3] * pp[e + 3];
+            }
+            for (; e < D; e++) d0 += qq[e] * pp[e];
+            dot = (d0 + d1) + (d2 + d3);
+        } else {
+            const double *img = images + off[j];
+            for (int c = 0; c < C; c++)
+                for (int dy = 0; dy < P; dy++) {
+                    const double *row = img + ((long)c * H + dy) * W;
+                    const double *qrow = qq + (c * P + dy) * P;
+                    for (int dx = 0; dx < P; dx++) dot += qrow[dx] * row[dx];
+                }
+        }
+        const double l = alpha * dot - beta * psq[j];
+        const double d2 = qn - s2 * l;
+        if (d2 < *dbest) *dbest = d2;
+        if (track && (l > *bl || (l == *bl && src[j] < *bi))) { *bl = l; *bi = src[j]; }
+        lw[t] = l + logc[j];
+        if (lw[t] > bm) bm = lw[t];
+    }
+    if (bm > *m) { /* move the running maximum to the block's */
+        const double sc = exp(*m - bm);
+        *sum *= sc;
+        for (int c = 0; c < C; c++) v[c] *= sc;
+        *m = bm;
+    }
+    for (long t = 0; t < ns; t++) lw[t] -= *m;
+    exp_array(lw, ns);
+    const double wmin = exp(-skip);
+    for (long t = 0; t < ns; t++) {
+        const double w = lw[t];
+        if (!(w >= wmin)) continue; /* the kernel's skip: relative weight < e^-skip */
+        *sum += w;
+        const double *ce = cen + idx[t] * C;
+        for (int c = 0; c < C; c++) v[c] += w * ce[c];
+    }
+}
+
+/*
+ * Pruned ELS posterior (exact). The dictionary entries p are sorted by a key, the first of k orthonormal
+ * projections. An entry's exact distance d^2 = ||q - a p||^2 is computed only when a lower bound LB <= d^2
+ * does not already prove its weight below e^-SKIP times the largest weight seen so far for that query; the
+ * largest weight seen is a realised one, so each skipped copy has weight < e^-SKIP times the true maximum:
+ * the guarantee of the summed-area kernel's own skip.
+ *
+ *   LB(q, p) = sum_{i<k} (qf_i - a pf_i)^2 + max(0, |qr - a pr| - slack)^2 - margin
+ *
+ * where qf, pf are the projections U^T q, U^T p on an orthonormal basis U (D x k) and qr = ||q - U U^T q||,
+ * pr = ||p - U U^T p|| the residual norms: ||q - a p||^2 = ||U^T (q - a p)||^2 + ||(I - U U^T)(q - a p)||^2
+ * (Pythagoras) and the reverse triangle inequality bounds the second term below by (qr - a pr)^2. ``slack``
+ * covers the rounding of the residual norms, ``margin`` (relative 1e-9 of ||q||^2 + a^2 max||p||^2) that of
+ * the rest.
+ *
+ * Order of work. Queries come sorted by key and are taken in tiles of 16. Each query first evaluates the
+ * 2 x 16 entries nearest its key (a first d_best); since LB >= (qf_0 - a pf_0)^2 and d_best only decreases,
+ * only entries with (qf_0 - a key)^2 - margin <= d_best + 2 sigma^2 SKIP can ever pass, a contiguous key
+ * range found by binary search: everything outside it is pruned without being touched. The union of the
+ * tile's ranges is then streamed once in blocks of 512 entries, each block visited by every query of the
+ * tile whose range meets it (the block stays in cache), with the bound tested against the query's current
+ * d_best.
+ *
+ * Entries stand for ``exp(logc)`` identical patches (merged exactly by the caller). Logits are computed as in
+ * els_interior: l = alpha <q, p> - beta ||p||^2 (+ log count in the softmax); exact evaluations are direct
+ * C P^2 dot products, read from ``pat`` (K, D), a copy of the patches in sorted order, when it is given, and
+ * from the training images (N, C, H, W) at offset ``off`` of the patch's top-left corner otherwise. Scalar
+ * double-precision code; OpenMP over tiles (dynamic schedule).
+ *
+ * q (nq, D), qf (nq, k), qr (nq); pf (K, k), pr (K), psq (K), logc (K), off (K), cen (K, C), src (K);
+ * out_mean (nq, C), out_logz (nq), out_best (nq), out_bestw (nq); stats (nq, 2): entries whose bound was
+ * evaluated (inside the key range) and entries whose exact distance was computed.
+ */
+int els_pruned(const double *q, const double *qf, const double *qr, int nq, int C, int P, int k,
+               const double *pf, const double *pr, const double *psq, const double *logc, const long *off,
+               const double *cen, const long *src, long K, const double *images, const double *pat, int H,
+               int W, double a,
+               double sigma, double skip, double slack, double *out_mean, double *out_logz, long *out_best,
+               double *out_bestw, long *stats, int track, int nthreads) {
+    if (nq <= 0 || K <= 0) return 1;
+    const int D = C * P * P;
+    const double s2 = 2.0 * sigma * sigma;
+    const double alpha = a / (sigma * sigma), beta = a * a / s2;
+    int T = nthreads > 0 ? nthreads : 1;
+#ifdef _OPENMP
+    if (T > omp_get_max_threads()) T = omp_get_max_threads();
+#else
+    T = 1;
+#endif
+    const int TILE = 16;   /* queries (consecutive in key order) that share one pass over their key ranges */
+    const long BLK = 512;  /* dictionary entries per cache block of that pass */
+    const long SEED = 16;  /* entries on each side of the query's key evaluated first (a first d_best) */
+    const int ntiles = (nq + TILE - 1) / TILE;
+    int failed = 0;
+#pragma omp parallel num_threads(T)
+    {
+        double *v = (double *)malloc(sizeof(double) * TILE * (C > 0 ? C : 1));
+        long *idx = (long *)malloc(sizeof(long) * (BLK > 2 * SEED ? BLK : 2 * SEED));
+        double *lw = (double *)malloc(sizeof(double) * ((BLK > 2 * SEED ? BLK : 2 * SEED) + 4));
+        double m[16], sum[16], dbest[16], bl[16], qn[16], margin[16];
+        long bi[16], nb[16], ne[16], w0[16], w1[16], rlo[16], rhi[16];
+        if (!v || !idx || !lw) {
+#pragma omp atomic write
+            failed = 2;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int tile = 0; tile < ntiles; tile++) {
+            if (!v || !idx || !lw) continue;
+            const int q0 = tile * TILE, nt = (nq - q0) < TILE ? (nq - q0) : TILE;
+            long L = K, R = 0;
+            for (int u = 0; u < nt; u++) {
+                const int iq = q0 + u;
+                const double *qq = q + (long)iq * D;
+                const double *qfi = qf + (long)iq * k;
+                double n2 = 0.0;
+                for (int e = 0; e < D; e++) n2 += qq[e] * qq[e];
+                qn[u] = n2;
+                margin[u] = 1e-9 * (n2 + a * a * D) + 1e-12;
+                m[u] = NEG; sum[u] = 0.0; dbest[u] = 1e300; bl[u] = NEG; bi[u] = 0x7fffffffffffffffL;
+                nb[u] = 0; ne[u] = 0;
+                for (int c = 0; c < C; c++) v[u * C + c] = 0.0;
+                /* first entry whose scaled key a * pf0 >= qf0 */
+                long lo = 0, hi = K;
+                while (lo < hi) {
+                    const long mid = lo + (hi - lo) / 2;
+                    if (a * pf[mid * k] < qfi[0]) lo = mid + 1; else hi = mid;
+                }
+                w0[u] = lo - SEED < 0 ? 0 : lo - SEED;
+                w1[u] = lo + SEED > K ? K : lo + SEED;
+            }
+/* entries [ja, jb) (minus the seeds [sa, sb)) for tile query u: bound test against the cutoff at entry,
+   exact logits of the survivors, then one block update of the streamed softmax (vector exp) */
+#define VISIT_RANGE(u, ja, jb, sa, sb) visit_range(q + (long)(q0 + (u)) * D, qf + (long)(q0 + (u)) * k, \
+    qr[q0 + (u)], qn[u], margin[u], k, D, C, P, H, W, pf, pr, psq, logc, off, cen, src, images, pat, a, alpha, \
+    beta, s2, skip, slack, track, ja, jb, sa, sb, idx, lw, &m[u], &sum[u], v + (u) * C, &dbest[u], &bl[u], \
+    &bi[u], &nb[u], &ne[u])
+            /* seeds: a first d_best per query */
+            for (int u = 0; u < nt; u++)
+                VISIT_RANGE(u, w0[u], w1[u], 0, 0);
+            /* key range per query: (qf0 - a key)^2 - margin <= d_best + 2 sigma^2 skip, a superset of the
+               entries that can pass the bound later (d_best only decreases) */
+            for (int u = 0; u < nt; u++) {
+                const double *qfi = qf + (long)(q0 + u) * k;
+                const double rad = sqrt(dbest[u] + s2 * skip + margin[u]);
+                long lo = 0, hi = K;
+                while (lo < hi) { /* first entry with a key >= qf0 - rad */
+                    const long mid = lo + (hi - lo) / 2;
+                    if (a * pf[mid * k] < qfi[0] - rad) lo = mid + 1; else hi = mid;
+                }
+                rlo[u] = lo;
+                hi = K;
+                while (lo < hi) { /* first entry with a key > qf0 + rad */
+                    const long mid = lo + (hi - lo) / 2;
+                    if (a * pf[mid * k] <= qfi[0] + rad) lo = mid + 1; else hi = mid;
+                }
+                rhi[u] = lo;
+                if (rlo[u] < L) L = rlo[u];
+                if (rhi[u] > R) R = rhi[u];
+            }
+            /* one pass over the union of the ranges, in cache blocks shared by the tile's queries */
+            for (long b0 = L; b0 < R; b0 += BLK) {
+                const long b1 = b0 + BLK < R ? b0 + BLK : R;
+                for (int u = 0; u < nt; u++) {
+                    const long ja = b0 > rlo[u] ? b0 : rlo[u], jb = b1 < rhi[u] ? b1 : rhi[u];
+                    if (ja < jb) VISIT_RANGE(u, ja, jb, w0[u], w1[u]); /* the seeds are not counted twice */
+                }
+            }
+#undef VISIT_RANGE
+            for (int u = 0; u < nt; u++) {
+                const long iq = q0 + u;
+                for (int c = 0; c < C; c++) out_mean[iq * C + c] = v[u * C + c] / sum[u];
+                const double logz = m[u] + log(sum[u]);
+                out_logz[iq] = logz;
+                out_best[iq] = bi[u];
+                out_bestw[iq] = track ? exp(bl[u] - logz) : 0.0;
+                stats[2 * iq] = nb[u];
+                stats[2 * iq + 1] = ne[u];
+            }
+        }
+        free(v); free(idx); free(lw);
+    }
+    return failed;
+}
