@@ -132,6 +132,7 @@ class Grader:
         return list(self.tokenizer(text, add_special_tokens=False).input_ids)
 
     def decode(self, ids) -> str:
+        """Text of a sequence of token ids (special tokens kept)."""
         return self.tokenizer.decode(list(ids))
 
     def prepare(self, essay: Essay) -> _Prepared:

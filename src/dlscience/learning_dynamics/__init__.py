@@ -21,47 +21,23 @@ from dlscience.learning_dynamics.lazy_rich import (
     low_rank_limit,
 )
 
-__all__ = [
-    "DiagonalTeacherStudent",
-    "QuarticWell",
-    "TanhNeuron",
-    "attractivity_margin",
-    "collapse_report",
-    "load_model",
-    "DeepLinear",
-    "FineTune",
-    "LinearTransfer",
-    "Scratch",
-    "TeacherPairs",
-    "ft_boundary_theta",
-    "gaussian_joint_distances",
-    "lt_boundary_gamma",
-    "pretrain",
-    "ridgeless_risk",
-    "SingleNeuron",
-    "Trajectory",
-    "conserved_delta",
-    "function_space_matrix",
-    "init_from_beta",
-    "kernel_distance",
-    "low_rank_limit",
-]
-
-_TRANSFER = {
-    "DeepLinear",
-    "FineTune",
-    "LinearTransfer",
-    "Scratch",
-    "TeacherPairs",
-    "ft_boundary_theta",
-    "gaussian_joint_distances",
-    "lt_boundary_gamma",
-    "pretrain",
-    "ridgeless_risk",
-}
-
-
-_COLLAPSE = {
+#: Names loaded on first use (module of each), so the CLI does not import torch to parse its options.
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "DeepLinear",
+            "FineTune",
+            "LinearTransfer",
+            "Scratch",
+            "TeacherPairs",
+            "ft_boundary_theta",
+            "gaussian_joint_distances",
+            "lt_boundary_gamma",
+            "pretrain",
+            "ridgeless_risk",
+        ),
+        "transfer",
+    ),
     "collapse_report": "collapse",
     "load_model": "collapse",
     "DiagonalTeacherStudent": "collapse_theory",
@@ -70,16 +46,22 @@ _COLLAPSE = {
     "attractivity_margin": "collapse_theory",
 }
 
+__all__ = [
+    "SingleNeuron",
+    "Trajectory",
+    "conserved_delta",
+    "function_space_matrix",
+    "init_from_beta",
+    "kernel_distance",
+    "low_rank_limit",
+    *_LAZY,
+]
+
 
 def __getattr__(name: str):
-    """The transfer and collapse names load on first use, so the CLI does not import torch to parse its
-    options."""
-    if name in _TRANSFER:
-        from dlscience.learning_dynamics import transfer
-
-        return getattr(transfer, name)
-    if name in _COLLAPSE:
+    """Load a transfer or collapse name (:data:`_LAZY`) from its module on first use."""
+    if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(f"dlscience.learning_dynamics.{_COLLAPSE[name]}"), name)
+        return getattr(importlib.import_module(f"dlscience.learning_dynamics.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

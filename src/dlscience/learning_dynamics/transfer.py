@@ -256,6 +256,7 @@ class DeepLinear:
         return torch.bmm(self.W1, self.w2[:, :, None])[:, :, 0]
 
     def clone(self) -> DeepLinear:
+        """An independent copy (fine-tuning starts from a copy of the pretrained weights)."""
         return DeepLinear(self.W1.clone(), self.w2.clone())
 
     def gd(self, grad_beta, lr: torch.Tensor, steps: int) -> DeepLinear:
@@ -372,6 +373,7 @@ class TwoLayerReLU:
         return torch.bmm(self.features(X), self.a[:, :, None])[:, :, 0]
 
     def clone(self) -> TwoLayerReLU:
+        """An independent copy (fine-tuning starts from a copy of the pretrained weights)."""
         return TwoLayerReLU(self.W.clone(), self.a.clone())
 
     def gd(self, X, y, n, lr: torch.Tensor, steps: int) -> TwoLayerReLU:
@@ -464,9 +466,13 @@ class TransferLearner:
         self.source_sigma = source_sigma
 
     def risk(self, theta, gamma, sigma: float = 0.0) -> np.ndarray:  # pragma: no cover - abstract
+        """Closed-form excess risk |beta_t - beta_hat|^2: theta (rad) and gamma = n/d broadcast to shape S,
+        sigma >= 0 the target noise -> float64 array of shape S. Raises InputValidationError on bad values."""
         raise NotImplementedError
 
     def fit(self, pretrained: DeepLinear | None, X, y, n, generator) -> torch.Tensor:  # pragma: no cover
+        """beta_hat (R, d) float64 from target data X (R, n_max, d), y (R, n_max), n (R,) (padded rows zero),
+        starting from ``pretrained`` (None for scratch)."""
         raise NotImplementedError
 
     def fit_relu(
